@@ -1,0 +1,55 @@
+# One virtualenv per service (as its container has) plus one for the gateway and tooling:
+# TensorFlow and torchvision must never share a process.
+PYTHON    ?= python3
+VENVS     := .venvs
+SERVICES  := torch
+MNIST_DIR ?= $(abspath ../shared/data/mnist)
+export MNIST_DIR
+
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: help install test lint unit-test service-tests contract-tests run benchmark clean
+
+help:
+	@echo "make run    start the gateway and every service as local processes"
+	@echo "make test   install everything needed and run the whole test suite"
+
+# A venv is rebuilt when one of its requirement files changes.
+$(VENVS)/%/.installed: services/%/requirements.txt servekit/requirements.txt servekit/pyproject.toml requirements-test.txt
+	$(PYTHON) -m venv $(VENVS)/$*
+	$(VENVS)/$*/bin/pip install $(PIP_QUIET) -r services/$*/requirements.txt -r requirements-test.txt
+	$(VENVS)/$*/bin/pip install $(PIP_QUIET) --no-deps -e servekit
+	touch $@
+
+$(VENVS)/dev/.installed: requirements-dev.txt requirements-test.txt gateway/requirements.txt servekit/requirements.txt servekit/pyproject.toml
+	$(PYTHON) -m venv $(VENVS)/dev
+	$(VENVS)/dev/bin/pip install $(PIP_QUIET) -r requirements-dev.txt
+	$(VENVS)/dev/bin/pip install $(PIP_QUIET) --no-deps -e servekit
+	touch $@
+
+install: $(VENVS)/dev/.installed $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
+
+lint: $(VENVS)/dev/.installed
+	$(VENVS)/dev/bin/ruff check .
+
+unit-test: $(VENVS)/dev/.installed
+	$(VENVS)/dev/bin/pytest servekit/tests
+
+# Each service's own tests run in its own venv and its own pytest process.
+service-tests: $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
+	@set -e; for s in $(SERVICES); do \
+		echo "== services/$$s"; \
+		(cd services/$$s && ../../$(VENVS)/$$s/bin/python -m pytest tests); \
+	done
+
+# Contract tests talk HTTP only: they start every service under gunicorn with its own venv.
+contract-tests: install
+	$(VENVS)/dev/bin/pytest tests
+
+test: lint unit-test service-tests contract-tests
+
+run: install
+	scripts/run-local
+
+clean:
+	rm -rf $(VENVS)

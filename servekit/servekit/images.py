@@ -1,0 +1,123 @@
+"""Turn an uploaded image (or a JSON pixel grid) into an MNIST-like 28x28 input.
+
+MNIST digits are white ink on black, the ink scaled so that its longer side is
+20 px and centred by centre of mass in a 28x28 frame. Uploads are brought to
+the same form, so that the models see what they were trained on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+MAX_PIXELS = 40_000_000  # beyond this an image is refused as a likely decompression bomb
+INK_THRESHOLD = 0.1
+MNIST_CENTRE = 14.0  # pixels above this (0..1, ink-bright) count as ink when cropping
+
+
+def image_to_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an uploaded image and return float32 (28, 28, 1) in [0, 1], MNIST-style."""
+    if not data:
+        raise BadRequest("the image is empty; send a PNG, JPEG, GIF, BMP or WebP file in the field 'image'")
+    image = _open(data, max_pixels)
+    gray = _to_gray_on_white(image)
+    ink = _ink_on_black(gray)
+    return mnist_frame(ink)[..., np.newaxis]
+
+
+def pixels_to_input(pixels: object) -> np.ndarray:
+    """Validate a 28x28 nested list of 0..1 floats (already MNIST-like) -> float32 (28, 28, 1)."""
+    try:
+        array = np.asarray(pixels, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"'pixels' must be a 28x28 nested list of numbers in 0..1: {exc}") from exc
+    if array.shape == (28, 28, 1):
+        array = array[..., 0]
+    if array.shape != (28, 28):
+        raise BadRequest(f"'pixels' must be 28x28, got shape {list(array.shape)}")
+    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
+        raise BadRequest("'pixels' values must be finite numbers between 0 and 1")
+    return array[..., np.newaxis]
+
+
+def mnist_frame(ink: np.ndarray) -> np.ndarray:
+    """Crop ink (float 0..1, bright ink on 0), fit its longer side to 20 px, centre by mass in 28x28."""
+    mask = ink > INK_THRESHOLD
+    if not mask.any():
+        return np.zeros((28, 28), np.float32)
+    rows, cols = np.nonzero(mask)
+    cropped = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = cropped.shape
+    scale = 20.0 / max(height, width)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray((cropped * 255).astype(np.uint8)).resize(new_size, Image.Resampling.LANCZOS)
+    digit = np.asarray(resized, np.float32) / 255.0
+    frame = np.zeros((28, 28), np.float32)
+    top, left = (28 - digit.shape[0]) // 2, (28 - digit.shape[1]) // 2
+    frame[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return _centre_by_mass(frame)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            if image.width * image.height > max_pixels:
+                raise PayloadTooLarge(
+                    f"the image is {image.width}x{image.height} pixels; at most {max_pixels:,} pixels are accepted"
+                )
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise PayloadTooLarge(f"the image is too large to decode safely: {exc}") from exc
+        except UnidentifiedImageError as exc:
+            raise UnsupportedMediaType(
+                "the upload is not an image in a supported format; send PNG, JPEG, GIF, BMP or WebP"
+            ) from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise BadRequest(f"the image could not be decoded (truncated or corrupt?): {exc}") from exc
+    return image
+
+
+def _to_gray_on_white(image: Image.Image) -> np.ndarray:
+    """Composite any transparency on white and convert to grayscale floats 0..1."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("L"), np.float32) / 255.0
+
+
+def _ink_on_black(gray: np.ndarray) -> np.ndarray:
+    """Invert light-background images so the ink is bright on black, as in MNIST."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return 1.0 - gray if np.median(border) > 0.5 else gray
+
+
+def _centre_by_mass(frame: np.ndarray) -> np.ndarray:
+    total = frame.sum()
+    if total <= 0:
+        return frame
+    rows, cols = np.indices(frame.shape)
+    # MNIST's own digits have their centre of mass at pixel (14, 14), measured on its test set.
+    shift_row = int(round(MNIST_CENTRE - (rows * frame).sum() / total))
+    shift_col = int(round(MNIST_CENTRE - (cols * frame).sum() / total))
+    return _shift(frame, shift_row, shift_col)
+
+
+def _shift(frame: np.ndarray, down: int, right: int) -> np.ndarray:
+    """Shift without wrap-around: what leaves the frame is dropped, new cells are zero."""
+    shifted = np.zeros_like(frame)
+    height, width = frame.shape
+    src_rows = slice(max(0, -down), min(height, height - down))
+    dst_rows = slice(max(0, down), min(height, height + down))
+    src_cols = slice(max(0, -right), min(width, width - right))
+    dst_cols = slice(max(0, right), min(width, width + right))
+    shifted[dst_rows, dst_cols] = frame[src_rows, src_cols]
+    return shifted

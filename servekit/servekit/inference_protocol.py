@@ -1,0 +1,106 @@
+"""Open Inference Protocol (KServe v2 / Triton REST), JSON tensors, for every model.
+
+So that standard clients such as ``tritonclient.http`` work unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, jsonify, request
+
+from .errors import BadRequest
+from .inputs import json_body
+from .service import ModelService, timed_predict
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+
+
+def inference_protocol_blueprint(service: ModelService, on_inference) -> Blueprint:
+    """Routes under /v2 for ``service``; ``on_inference(model, seconds, count)`` records metrics."""
+    v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+    @v2.get("")
+    def server_metadata():
+        """Server metadata: name, version and protocol extensions."""
+        return jsonify(name=f"{service.info.framework}-service", version=service.info.version, extensions=[])
+
+    @v2.get("/health/live")
+    def live():
+        """Liveness: 200 while the process serves HTTP."""
+        return jsonify(live=True)
+
+    @v2.get("/health/ready")
+    def ready():
+        """Readiness: 200 when every model can serve, else 503."""
+        is_ready = all(m.ready for m in service.models.values())
+        return jsonify(ready=is_ready), 200 if is_ready else 503
+
+    @v2.get("/models/<name>")
+    def model_metadata(name: str):
+        """Model metadata: platform, input and output tensors."""
+        served = service.select(name)[0]
+        return jsonify(
+            name=served.name,
+            versions=["1"],
+            platform=f"{served.framework}_{service.info.version}",
+            inputs=[{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 28, 28, 1]}],
+            outputs=[{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 10]}],
+        )
+
+    @v2.get("/models/<name>/ready")
+    def model_ready(name: str):
+        """Model readiness: 200 when trained and loaded, 503 before."""
+        served = service.select(name)[0]
+        return jsonify(name=served.name, ready=served.ready), 200 if served.ready else 503
+
+    @v2.post("/models/<name>/infer")
+    def infer(name: str):
+        """Inference on an FP32 [N, 28, 28, 1] tensor; returns FP32 [N, 10] probabilities."""
+        served = service.select(name)[0]
+        body = json_body(request, required=True)
+        x = _input_tensor(body, service.settings.max_infer_batch)
+        backend = served.serving()
+        probabilities, inference_ms = timed_predict(backend, x)
+        on_inference(served.name, inference_ms / 1000.0, len(x))
+        response = {
+            "model_name": served.name,
+            "model_version": "1",
+            "outputs": [
+                {
+                    "name": OUTPUT_NAME,
+                    "datatype": "FP32",
+                    "shape": list(probabilities.shape),
+                    "data": probabilities.astype(np.float32).ravel().tolist(),
+                }
+            ],
+        }
+        if "id" in body:
+            response["id"] = body["id"]
+        return jsonify(response)
+
+    return v2
+
+
+def _input_tensor(body: dict, max_batch: int) -> np.ndarray:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise BadRequest(f"'inputs' must hold exactly one tensor named '{INPUT_NAME}'")
+    tensor = inputs[0]
+    if tensor.get("name") != INPUT_NAME:
+        raise BadRequest(f"unknown input {tensor.get('name')!r}; the model's input is '{INPUT_NAME}'")
+    if tensor.get("datatype") != "FP32":
+        raise BadRequest(f"input datatype must be FP32, got {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and shape[1:] == [28, 28, 1] and isinstance(shape[0], int)):
+        raise BadRequest(f"input shape must be [N, 28, 28, 1], got {shape}")
+    if not 1 <= shape[0] <= max_batch:
+        raise BadRequest(f"batch size must be between 1 and {max_batch}, got {shape[0]}")
+    try:
+        data = np.asarray(tensor.get("data"), dtype=np.float32).reshape(shape)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"input data does not match shape {shape}: {exc}") from exc
+    if not np.all(np.isfinite(data)):
+        raise BadRequest("input data must be finite numbers")
+    return data
+

@@ -1,0 +1,96 @@
+"""Reading and validating request bodies: predict inputs and training settings.
+
+The gateway uses the same functions, so that a bad input is refused with the
+same message wherever it is sent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Request
+
+from .backend import TrainConfig
+from .errors import BadRequest, UnsupportedMediaType
+from .images import image_to_input, pixels_to_input
+
+# name: (type, minimum, maximum)
+TRAIN_FIELDS = {
+    "epochs": (int, 1, 100),
+    "batch_size": (int, 1, 60_000),
+    "learning_rate": (float, 1e-7, 10.0),
+    "seed": (int, 0, 2**31 - 1),
+    "train_limit": (int, 1, 60_000),
+}
+
+
+def json_body(request: Request, required: bool = False) -> dict:
+    """The request's JSON object; {} when there is no body and none is required."""
+    if not request.get_data(cache=True):
+        if required:
+            raise BadRequest("a JSON body is required")
+        return {}
+    if not request.is_json:
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def optional_int(body: dict, name: str, minimum: int, maximum: int) -> int | None:
+    """An optional integer field within [minimum, maximum]."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"'{name}' must be an integer")
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"'{name}' must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def optional_str(body: dict, name: str) -> str | None:
+    """An optional string field."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"'{name}' must be a string")
+    return value
+
+
+def train_config(body: dict) -> TrainConfig:
+    """A TrainConfig from the body's fields; DESIGN.md's defaults for the absent ones."""
+    values = {}
+    for name, (kind, low, high) in TRAIN_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        wrong_type = isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float))
+        if wrong_type:
+            raise BadRequest(f"'{name}' must be {'an integer' if kind is int else 'a number'}")
+        if not low <= value <= high:
+            raise BadRequest(f"'{name}' must be between {low} and {high}, got {value}")
+        values[name] = kind(value)
+    return TrainConfig(**values)
+
+
+def predict_input(request: Request) -> np.ndarray:
+    """One image as float32 (1, 28, 28, 1): a multipart 'image' upload, a raw image body or JSON pixels."""
+    if request.files:
+        upload = request.files.get("image")
+        if upload is None:
+            raise BadRequest(f"send the image in the multipart field 'image' (got {', '.join(request.files)})")
+        return image_to_input(upload.read())[np.newaxis]
+    if request.mimetype.startswith("image/"):
+        return image_to_input(request.get_data())[np.newaxis]
+    if request.is_json:
+        body = json_body(request, required=True)
+        if "pixels" not in body:
+            raise BadRequest("the JSON body needs 'pixels': a 28x28 nested list of 0..1 floats")
+        return pixels_to_input(body["pixels"])[np.newaxis]
+    if request.mimetype.startswith("multipart/"):
+        raise BadRequest("the multipart upload has no file; send the image in the field 'image'")
+    raise UnsupportedMediaType(
+        "send an image as multipart field 'image', or JSON {\"pixels\": 28x28 floats in 0..1}"
+    )

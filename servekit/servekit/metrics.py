@@ -1,0 +1,46 @@
+"""Prometheus metrics of a service: requests, latencies, model state, training."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """One registry per app, so that several apps in one process (tests) stay apart.
+
+    gunicorn runs a single worker per service (see gunicorn.conf.py), so the
+    in-process registry is the whole truth and no multiprocess mode is needed.
+    """
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests", "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"], registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "http_request_duration_seconds", "Whole-request latency by endpoint",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "model_inference_duration_seconds", "Time of the model call alone, by model",
+            ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.predictions = Counter(
+            "model_predictions", "Images predicted, by model", ["model"], registry=self.registry,
+        )
+        self.model_ready = Gauge("model_ready", "1 when the model can serve", ["model"], registry=self.registry)
+        self.model_accuracy = Gauge(
+            "model_test_accuracy", "Test accuracy of the served model", ["model"], registry=self.registry,
+        )
+        self.training_jobs = Gauge(
+            "training_jobs", "Remembered training jobs by state", ["state"], registry=self.registry,
+        )
+        self.training_epoch = Gauge("training_epoch", "Epoch of the running job (0 when idle)", registry=self.registry)
+        self.training_step = Gauge("training_step", "Step of the running job (0 when idle)", registry=self.registry)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,98 @@
+"""Test helpers: run a real service under gunicorn on a loopback port, and wait for it."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """A service started with ``<venv>/bin/gunicorn -c gunicorn.conf.py app:app`` in its folder."""
+
+    def __init__(self, folder: Path, venv: Path, env: dict[str, str], port: int | None = None):
+        self.folder, self.venv = Path(folder), Path(venv)
+        self.port = port or free_port()
+        self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(env.get("MODEL_DIR", "/tmp")) / f"service-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> ServiceProcess:
+        """Start the process and wait until /health answers."""
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(self.venv / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"],
+            cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_healthy(self.url + "/health", timeout, self.process, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), then kill if it lingers."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the process's log, for failure messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def wait_healthy(
+    url: str, timeout: float, process: subprocess.Popen | None = None, log_path: Path | None = None
+) -> None:
+    """Poll ``url`` until it answers 200; fail early if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path else ""
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered:\n{tail}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def wait_for_job(status_url: str, timeout: float = 300.0, seen: list | None = None) -> dict:
+    """Poll a training job until it ends; appends every distinct status to ``seen``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = requests.get(status_url, timeout=10).json()
+        if seen is not None and (not seen or seen[-1] != status["status"]):
+            seen.append(status["status"])
+        if status["status"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.2)
+    raise TimeoutError(f"{status_url} did not finish within {timeout} s")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image array encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()

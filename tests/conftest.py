@@ -1,0 +1,54 @@
+"""Contract tests: the same assertions against every framework service, over real HTTP.
+
+Each service runs under gunicorn from its own virtualenv (.venvs/<name>), exactly
+as `make run` starts it. A new framework service is tested by adding one line
+to SERVICES.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from servekit.mnist import load_mnist
+from servekit.testing import ServiceProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+
+# service name -> the models it serves
+SERVICES = {
+    "torch": ["torch"],
+}
+
+
+def start_service(name: str, model_dir: Path) -> ServiceProcess:
+    """Start services/<name> under gunicorn on a free loopback port."""
+    env = {"MNIST_DIR": str(MNIST_DIR), "MODEL_DIR": str(model_dir), "INTRA_OP_THREADS": "2"}
+    return ServiceProcess(ROOT / "services" / name, ROOT / ".venvs" / name, env).start()
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return load_mnist(MNIST_DIR, mirrors=())
+
+
+@pytest.fixture(scope="session")
+def digits(mnist):
+    """Twenty real MNIST test digits: (uint8 images, labels)."""
+    return mnist.test.images[:20], mnist.test.labels[:20]
+
+
+
+@pytest.fixture(scope="module", params=sorted(SERVICES))
+def service(request, tmp_path_factory):
+    """One running service per framework, shared by the tests of a module in file order."""
+    name = request.param
+    model_dir = tmp_path_factory.mktemp(f"models-{name}")
+    process = start_service(name, model_dir)
+    process.name, process.models, process.model_dir = name, SERVICES[name], model_dir
+    process.state = {}
+    yield process
+    process.stop()

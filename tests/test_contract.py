@@ -1,0 +1,195 @@
+"""DESIGN.md's service contract, asserted for every service in SERVICES (in file order)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import requests
+
+from servekit.testing import png_bytes, wait_for_job
+
+TRAIN_LIMIT = 3000
+EXPECTED_PARAMS = 34_826
+
+
+def get(service, path, **kwargs):
+    return requests.get(service.url + path, timeout=60, **kwargs)
+
+
+def post(service, path, **kwargs):
+    return requests.post(service.url + path, timeout=300, **kwargs)
+
+
+def test_health_reports_framework_data_and_threads(service, mnist):
+    body = get(service, "/health").json()
+    assert body["status"] == "ok"
+    assert body["framework"] == service.name
+    assert body["framework_version"]
+    assert body["data_sha256"] == mnist.sha256  # the same bytes as the framework-free loader
+    assert body["threads"]["intra_op"] == 2
+
+
+def test_models_have_the_same_parameter_count(service):
+    models = get(service, "/models").json()["models"]
+    assert [m["name"] for m in models] == service.models
+    for model in models:
+        assert model["params"] == EXPECTED_PARAMS
+        assert sum(layer["params"] for layer in model["layers"]) == EXPECTED_PARAMS
+        assert model["layers"][-1]["output_shape"][-1] == 10
+        assert model["ready"] is False and model["trained_at"] is None
+
+
+def test_predict_before_training_is_503(service, digits):
+    response = post(service, "/predict", files={"image": ("d.png", png_bytes(digits[0][0]), "image/png")})
+    assert response.status_code == 503
+    assert "not trained" in response.json()["error"]
+    assert get(service, f"/v2/models/{service.models[0]}/ready").status_code == 503
+
+
+def test_training_progresses_and_second_job_conflicts(service):
+    response = post(service, "/train", json={"epochs": 1, "train_limit": TRAIN_LIMIT})
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "queued"
+    assert accepted["status_url"] == f"/train/{accepted['job_id']}"
+
+    conflict = post(service, "/train", json={"epochs": 1, "train_limit": 100})
+    assert conflict.status_code == 409
+    assert accepted["job_id"] in conflict.json()["error"]
+
+    seen = [accepted["status"]]
+    status = wait_for_job(service.url + accepted["status_url"], timeout=600, seen=seen)
+    assert status["status"] == "succeeded", status["error"]
+    assert seen == ["queued", "running", "succeeded"]
+    assert status["epochs"] == 1 and status["epoch"] == 1
+    assert status["steps_per_epoch"] == math.ceil(TRAIN_LIMIT / 128)
+    for model in service.models:
+        history = status["results"][model]["history"]
+        assert len(history) == 1
+        record = history[0]
+        assert set(record) >= {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+        assert record["val_accuracy"] > 0.5
+    models = get(service, "/models").json()["models"]
+    assert all(m["ready"] and m["trained_at"] and m["test_accuracy"] > 0.5 for m in models)
+
+
+def test_evaluate_is_well_above_chance(service):
+    results = post(service, "/evaluate", json={}).json()["results"]
+    assert [r["model"] for r in results] == service.models
+    for result in results:
+        assert result["samples"] == 10_000
+        assert result["accuracy"] > 0.6
+        assert result["loss"] > 0
+    limited = post(service, "/evaluate", json={"model": service.models[0], "limit": 500}).json()["results"]
+    assert len(limited) == 1 and limited[0]["samples"] == 500
+
+
+def test_predict_png_uploads_of_real_digits(service, digits):
+    images, labels = digits
+    correct = {m: 0 for m in service.models}
+    for image, label in zip(images, labels, strict=True):
+        response = post(service, "/predict", files={"image": ("d.png", png_bytes(image), "image/png")})
+        assert response.status_code == 200, response.text
+        for p in response.json()["predictions"]:
+            assert len(p["probabilities"]) == 10
+            assert abs(sum(p["probabilities"]) - 1.0) < 1e-3
+            assert p["inference_ms"] > 0
+            correct[p["model"]] += p["label"] == label
+    for model, count in correct.items():
+        assert count >= 14, f"{model} got {count}/20 uploaded digits right"
+
+
+def test_predict_json_pixels_and_model_choice(service, digits):
+    images, labels = digits
+    correct = 0
+    model = service.models[-1]
+    for image, label in zip(images, labels, strict=True):
+        pixels = (image / 255.0).tolist()
+        response = post(service, f"/predict?model={model}", json={"pixels": pixels})
+        predictions = response.json()["predictions"]
+        assert [p["model"] for p in predictions] == [model]
+        correct += predictions[0]["label"] == label
+    assert correct >= 14
+    service.state["pixels_answer"] = post(service, "/predict", json={"pixels": (images[0] / 255.0).tolist()}).json()
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, fragment",
+    [
+        ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "valid JSON"),
+        ({"json": {"digits": []}}, 400, "pixels"),
+        ({"json": {"pixels": [[0.5] * 3]}}, 400, "28x28"),
+        ({"files": {"image": ("x.txt", b"hello, not an image", "text/plain")}}, 415, "not an image"),
+        ({"files": {"other": ("x.png", b"\x89PNG", "image/png")}}, 400, "'image'"),
+        ({"data": b"plain text", "headers": {"Content-Type": "text/plain"}}, 415, "multipart"),
+        ({"files": {"image": ("big.png", b"\0" * (11 * 1024 * 1024), "image/png")}}, 413, "limit"),
+    ],
+)
+def test_predict_rejects_bad_input_with_json_errors(service, kwargs, status, fragment):
+    response = post(service, "/predict", **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("post", "/train", {"epochs": 0}, 400),
+        ("post", "/train", {"epochs": "five"}, 400),
+        ("post", "/train", {"model": "no-such-model"}, 404),
+        ("post", "/evaluate", {"model": "no-such-model"}, 404),
+        ("post", "/evaluate", {"limit": -3}, 400),
+        ("get", "/train/does-not-exist", None, 404),
+        ("get", "/no/such/path", None, 404),
+        ("post", "/v2/models/no-such-model/infer", {"inputs": []}, 404),
+    ],
+)
+def test_bad_requests_get_json_errors(service, method, path, body, status):
+    response = getattr(requests, method)(service.url + path, json=body, timeout=30)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+
+
+def test_open_inference_protocol_infer_matches_predict(service, digits):
+    images, labels = digits
+    model = service.models[0]
+    assert get(service, "/v2/health/live").status_code == 200
+    assert get(service, "/v2/health/ready").status_code == 200
+    meta = get(service, f"/v2/models/{model}").json()
+    assert meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 28, 28, 1]}
+    assert meta["outputs"][0]["name"] == "probabilities"
+    x = (images[:4] / 255.0).reshape(4, 28, 28, 1)
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [4, 28, 28, 1], "data": x.ravel().tolist()}]}
+    output = post(service, f"/v2/models/{model}/infer", json=body).json()["outputs"][0]
+    assert output["shape"] == [4, 10]
+    first = output["data"][:10]
+    predicted = post(service, f"/predict?model={model}", json={"pixels": x[0, :, :, 0].tolist()}).json()
+    assert predicted["predictions"][0]["probabilities"] == pytest.approx(first, abs=1e-5)
+
+
+def test_metrics_count_requests(service):
+    text = get(service, "/metrics").text
+    assert 'http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
+    assert "model_inference_duration_seconds_bucket" in text
+    for model in service.models:
+        assert f'model_ready{{model="{model}"}} 1.0' in text
+
+
+def test_openapi_covers_every_route(service):
+    spec = get(service, "/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    for path in ("/health", "/models", "/train", "/train/{job_id}", "/evaluate", "/predict", "/metrics",
+                 "/v2/models/{name}/infer"):
+        assert path in spec["paths"], path
+    assert "requestBody" in spec["paths"]["/train"]["post"]
+
+
+def test_restart_loads_checkpoint_with_identical_predictions(service, digits):
+    before = service.state["pixels_answer"]
+    service.stop()
+    service.start()
+    models = get(service, "/models").json()["models"]
+    assert all(m["ready"] for m in models)
+    after = post(service, "/predict", json={"pixels": (digits[0][0] / 255.0).tolist()}).json()
+    assert [p["probabilities"] for p in after["predictions"]] == [p["probabilities"] for p in before["predictions"]]
