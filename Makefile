@@ -2,7 +2,7 @@
 # TensorFlow and torchvision must never share a process.
 PYTHON    ?= python3
 VENVS     := .venvs
-SERVICES  := torch
+SERVICES  := keras torch tf
 MNIST_DIR ?= $(abspath ../shared/data/mnist)
 export MNIST_DIR
 

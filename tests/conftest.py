@@ -18,9 +18,11 @@ from servekit.testing import ServiceProcess
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 
-# service name -> the models it serves
+# service folder -> (the framework /health names, the models it serves)
 SERVICES = {
-    "torch": ["torch"],
+    "keras": ("keras", ["keras-sequential", "keras-functional"]),
+    "torch": ("torch", ["torch"]),
+    "tf": ("tensorflow", ["tf-native", "tf-hybrid"]),
 }
 
 
@@ -48,7 +50,8 @@ def service(request, tmp_path_factory):
     name = request.param
     model_dir = tmp_path_factory.mktemp(f"models-{name}")
     process = start_service(name, model_dir)
-    process.name, process.models, process.model_dir = name, SERVICES[name], model_dir
+    process.name, process.model_dir = name, model_dir
+    process.framework, process.models = SERVICES[name]
     process.state = {}
     yield process
     process.stop()

@@ -24,7 +24,7 @@ def post(service, path, **kwargs):
 def test_health_reports_framework_data_and_threads(service, mnist):
     body = get(service, "/health").json()
     assert body["status"] == "ok"
-    assert body["framework"] == service.name
+    assert body["framework"] == service.framework
     assert body["framework_version"]
     assert body["data_sha256"] == mnist.sha256  # the same bytes as the framework-free loader
     assert body["threads"]["intra_op"] == 2

@@ -115,6 +115,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
             data_sha256=service.data.sha256 if service.data else None,
             data_error=service.data_error,
             threads=info.threads,
+            versions=info.versions,
             models={name: served.ready for name, served in service.models.items()},
             training=service.jobs.active().job_id if service.jobs.active() else None,
         )

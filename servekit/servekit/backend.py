@@ -126,3 +126,4 @@ class FrameworkInfo:
     framework: str
     version: str
     threads: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)  # other libraries the models run on, by name

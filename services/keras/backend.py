@@ -1,0 +1,142 @@
+"""The Keras models: the same network written with ``keras.Sequential`` and with the functional API,
+both trained by ``compile`` + ``fit``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
+from servekit.layer_tables import keras_layer_table
+from servekit.mnist import to_model_input
+
+EVAL_BATCH = 1000
+WEIGHTS_FILE = "model.keras"
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Feeds ``fit``'s epochs and batches into the job's progress."""
+
+    def __init__(self, progress: Progress, steps_per_epoch: int):
+        super().__init__()
+        self.progress, self.steps_per_epoch = progress, steps_per_epoch
+        self.records: list[EpochRecord] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+        self.progress.begin_epoch(epoch + 1, self.steps_per_epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.progress.step(batch + 1, float(logs["loss"]), float(logs["accuracy"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = EpochRecord(
+            epoch + 1, float(logs["loss"]), float(logs["accuracy"]), float(logs["val_loss"]),
+            float(logs["val_accuracy"]), round(time.perf_counter() - self.started, 3),
+        )
+        self.records.append(record)
+        self.progress.end_epoch(record)
+
+
+class KerasBackend:
+    """What both Keras models share: compile + fit, evaluate, a traced serving function, .keras files."""
+
+    framework = "keras"
+
+    def __init__(self):
+        self.model = self.build()
+        self._serve = None
+
+    def build(self) -> keras.Model:
+        raise NotImplementedError
+
+    def layers(self) -> list[Layer]:
+        return keras_layer_table(self.model)
+
+    def train(self, data: TrainingData, config: TrainConfig, progress: Progress) -> list[EpochRecord]:
+        """``compile`` + ``fit`` with Adam and categorical cross-entropy on the shared split."""
+        keras.utils.set_random_seed(config.seed)
+        self.model, self._serve = self.build(), None  # initial weights from the seeded generators
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        steps = -(-len(data.train) // config.batch_size)
+        callback = ProgressCallback(progress, steps)
+        validation = (to_model_input(data.validation.images), keras.utils.to_categorical(data.validation.labels, 10))
+        self.model.fit(
+            to_model_input(data.train.images), keras.utils.to_categorical(data.train.labels, 10),
+            batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
+            validation_data=validation, callbacks=[callback],
+        )
+        return callback.records
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Metrics:
+        """Keras' own ``evaluate`` on the given images and labels."""
+        self._ensure_compiled()
+        result = self.model.evaluate(
+            x, keras.utils.to_categorical(y, 10), batch_size=EVAL_BATCH, verbose=0, return_dict=True
+        )
+        return Metrics(loss=float(result["loss"]), accuracy=float(result["accuracy"]))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """A traced ``tf.function`` call (never ``model.predict()`` per request, ~100x slower for one image)."""
+        if self._serve is None:
+            self._serve = tf.function(
+                lambda images: self.model(images, training=False),
+                input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+            )
+        return self._serve(tf.convert_to_tensor(x, tf.float32)).numpy()
+
+    def save(self, folder: Path) -> None:
+        self.model.save(folder / WEIGHTS_FILE)
+
+    def load(self, folder: Path) -> None:
+        self.model, self._serve = keras.models.load_model(folder / WEIGHTS_FILE, compile=False), None
+
+    def _ensure_compiled(self) -> None:
+        if not self.model.compiled:
+            self.model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+
+
+class SequentialBackend(KerasBackend):
+    """``keras-sequential``: the network as a ``keras.Sequential`` list of layers."""
+
+    name = "keras-sequential"
+
+    def build(self) -> keras.Model:
+        return keras.Sequential(
+            [
+                keras.Input(shape=(28, 28, 1)),
+                keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+                keras.layers.MaxPooling2D(pool_size=(2, 2)),
+                keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+                keras.layers.MaxPooling2D(pool_size=(2, 2)),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.5),
+                keras.layers.Dense(10, activation="softmax"),
+            ],
+            name="keras_sequential",
+        )
+
+
+class FunctionalBackend(KerasBackend):
+    """``keras-functional``: the same network through the functional API, input to output."""
+
+    name = "keras-functional"
+
+    def build(self) -> keras.Model:
+        inputs = keras.Input(shape=(28, 28, 1), name="image")
+        x = keras.layers.Conv2D(32, (3, 3), activation="relu")(inputs)
+        x = keras.layers.MaxPooling2D((2, 2))(x)
+        x = keras.layers.Conv2D(64, (3, 3), activation="relu")(x)
+        x = keras.layers.MaxPooling2D((2, 2))(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dropout(0.5)(x)
+        outputs = keras.layers.Dense(10, activation="softmax", name="probabilities")(x)
+        return keras.Model(inputs, outputs, name="keras_functional")
