@@ -7,8 +7,9 @@ MNIST_DIR ?= $(abspath ../shared/data/mnist)
 export MNIST_DIR
 
 PIP_QUIET := --quiet --disable-pip-version-check
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install test lint unit-test service-tests contract-tests run benchmark clean
+.PHONY: help install browser test lint unit-test service-tests contract-tests run clean
 
 help:
 	@echo "make run    start the gateway and every service as local processes"
@@ -29,6 +30,12 @@ $(VENVS)/dev/.installed: requirements-dev.txt requirements-test.txt gateway/requ
 
 install: $(VENVS)/dev/.installed $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
 
+# The web page is tested in Debian's Chromium (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 lint: $(VENVS)/dev/.installed
 	$(VENVS)/dev/bin/ruff check .
 
@@ -43,7 +50,7 @@ service-tests: $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
 	done
 
 # Contract tests talk HTTP only: they start every service under gunicorn with its own venv.
-contract-tests: install
+contract-tests: install browser
 	$(VENVS)/dev/bin/pytest tests
 
 test: lint unit-test service-tests contract-tests

@@ -55,3 +55,29 @@ def service(request, tmp_path_factory):
     process.state = {}
     yield process
     process.stop()
+
+
+def start_gateway(service_urls: dict[str, str], data_dir: Path) -> ServiceProcess:
+    """Start the gateway under gunicorn (from the repository root, as `make run` does)."""
+    env = {"SERVICE_URLS": ",".join(f"{n}={u}" for n, u in service_urls.items()), "GATEWAY_DATA_DIR": str(data_dir)}
+    return ServiceProcess(ROOT, ROOT / ".venvs" / "dev", env, app="gateway.wsgi:app",
+                          config="gateway/gunicorn.conf.py").start()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Every service plus a gateway in front of them, fresh (untrained) for the module."""
+    services = {name: start_service(name, tmp_path_factory.mktemp(f"stack-{name}")) for name in SERVICES}
+    data_dir = tmp_path_factory.mktemp("gateway")
+    gateway = start_gateway({name: s.url for name, s in services.items()}, data_dir)
+    gateway.services, gateway.data_dir, gateway.state = services, data_dir, {}
+    yield gateway
+    gateway.stop()
+    for service in services.values():
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def all_models() -> list[str]:
+    """Every model of every service, sorted."""
+    return sorted(model for _, models in SERVICES.values() for model in models)

@@ -83,6 +83,7 @@ class ServedModel:
             "test_accuracy": meta.get("test_accuracy"),
             "test_loss": meta.get("test_loss"),
             "train_seconds": meta.get("train_seconds"),
+            "train_samples": meta.get("train_samples"),
             "warmup_ms": self.warmup_ms,
             "config": meta.get("config"),
             "history": meta.get("history", []),

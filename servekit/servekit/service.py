@@ -79,6 +79,7 @@ class ModelService:
                     "loss": metrics.loss,
                     "samples": len(test),
                     "seconds": round(time.perf_counter() - started, 4),
+                    "trained_at": served.meta.get("trained_at"),
                 }
             )
         return results
@@ -94,6 +95,8 @@ class ModelService:
                 predictions.append(
                     {
                         "model": served.name,
+                        "framework": self.info.framework,
+                        "framework_version": self.info.version,
                         "label": int(np.argmax(row)),
                         "probabilities": [round(float(p), 6) for p in row],
                         "inference_ms": round(inference_ms, 3),

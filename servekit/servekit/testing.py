@@ -22,21 +22,22 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """A service started with ``<venv>/bin/gunicorn -c gunicorn.conf.py app:app`` in its folder."""
+    """A server started with ``<venv>/bin/gunicorn -c <config> <app>`` in ``folder`` (as `make run` does)."""
 
-    def __init__(self, folder: Path, venv: Path, env: dict[str, str], port: int | None = None):
-        self.folder, self.venv = Path(folder), Path(venv)
+    def __init__(self, folder: Path, venv: Path, env: dict[str, str], port: int | None = None,
+                 app: str = "app:app", config: str = "gunicorn.conf.py"):
+        self.folder, self.venv, self.app, self.config = Path(folder), Path(venv), app, config
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(env.get("MODEL_DIR", "/tmp")) / f"service-{self.port}.log"
+        self.log_path = Path(env.get("MODEL_DIR") or env.get("GATEWAY_DATA_DIR") or "/tmp") / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> ServiceProcess:
         """Start the process and wait until /health answers."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [str(self.venv / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"],
+            [str(self.venv / "bin" / "gunicorn"), "-c", self.config, self.app],
             cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         wait_healthy(self.url + "/health", timeout, self.process, self.log_path)

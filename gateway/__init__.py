@@ -1,0 +1,1 @@
+"""The gateway: one front door that asks every framework service and puts the answers side by side."""

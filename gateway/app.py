@@ -1,0 +1,240 @@
+"""The gateway (port 8000): fan-out prediction, training runs, evaluation, benchmark, comparison, web page.
+
+Uploads are preprocessed once, here, and sent to every service as the same
+28x28 JSON pixels: every model then sees exactly the same input (a fair
+comparison, and one place to look when a digit is misread), and a large
+upload is decoded once instead of once per service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from flask import Flask, Response, g, jsonify, request, send_from_directory
+
+from servekit.app import PREDICT_BODY, TRAIN_BODY, install_error_handlers
+from servekit.errors import ApiError, BadRequest
+from servekit.inputs import json_body, optional_int, predict_input, train_config
+from servekit.openapi import build_openapi, documented
+
+from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
+from .chart import render_chart
+from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError
+from .compare import build_comparison
+from .runs import RunManager
+from .settings import GatewaySettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+EVALUATE_TIMEOUT_S = 300.0
+
+
+def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
+    """The gateway app over the services in ``settings.service_urls``."""
+    settings = settings or GatewaySettings.from_env()
+    directory = ServiceDirectory(settings.service_urls)
+    store = Store(settings.data_dir / "gateway.sqlite3")
+    runs = RunManager(directory, store)
+    app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    install_error_handlers(app)
+
+    @app.before_request
+    def request_id():
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.after_request
+    def echo_request_id(response: Response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.get("/")
+    def index():
+        """The web page."""
+        return send_from_directory(STATIC, "index.html")
+
+    @app.get("/health")
+    def health():
+        """The gateway is up; how many services answer."""
+        up = directory.fan_out(lambda c: c.call("GET", "/health", STATUS_TIMEOUT_S).body)
+        answering = [name for name, result in up.items() if not isinstance(result, Exception)]
+        return jsonify(status="ok", services=len(up), services_up=len(answering))
+
+    @app.get("/services")
+    def services():
+        """Every service and its models: up or not, ready, last trained, test accuracy."""
+        return jsonify(services=[_service_status(name, r) for name, r in directory.fan_out(_status_of).items()])
+
+    @app.post("/predict")
+    @documented(request_body=PREDICT_BODY)
+    def predict():
+        """Every model's prediction for one digit, asked in parallel, with the consensus."""
+        started = time.perf_counter()
+        x = predict_input(request)
+        pixels = [[round(float(v), 4) for v in row] for row in x[0, :, :, 0]]
+        headers = {"X-Request-ID": g.request_id}
+        answers = directory.fan_out(
+            lambda client: client.call("POST", "/predict", settings.predict_timeout_s, headers=headers,
+                                       json={"pixels": pixels})
+        )
+        predictions = []
+        for service, answer in answers.items():
+            predictions.extend(_prediction_entries(directory, service, answer))
+        labels = [p["label"] for p in predictions if "label" in p]
+        if not labels:
+            errors = "; ".join(p["error"] for p in predictions) or "no services configured"
+            raise ApiError(f"no service answered: {errors}", 502)
+        label, votes = Counter(labels).most_common(1)[0]
+        return jsonify(
+            predictions=predictions,
+            consensus={"label": label, "votes": votes, "of": len(predictions)},
+            input=pixels,
+            total_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        )
+
+    @app.post("/train")
+    @documented(request_body=TRAIN_BODY, status=202)
+    def train():
+        """Start a run training every (or the chosen) model; one at a time unless ``parallel``."""
+        body = json_body(request)
+        models = _model_list(body)
+        parallel = body.get("parallel", False)
+        if not isinstance(parallel, bool):
+            raise BadRequest("'parallel' must be true or false")
+        config = {k: v for k, v in train_config(body).to_dict().items() if v is not None}
+        run = runs.start(models, config, parallel)
+        return jsonify(run_id=run["run_id"], status_url=f"/runs/{run['run_id']}", status=run["status"]), 202
+
+    @app.get("/runs")
+    def list_runs():
+        """Training runs, newest first (persisted across restarts)."""
+        limit = request.args.get("limit", 50, type=int)
+        return jsonify(runs=runs.history(max(1, min(limit, 1000))))
+
+    @app.get("/runs/<run_id>")
+    def run_status(run_id: str):
+        """One run: overall progress and every model's epoch, step, loss and results."""
+        return jsonify(runs.get(run_id))
+
+    @app.post("/evaluate")
+    def evaluate():
+        """Every (or the chosen) model's test accuracy, from all services in parallel."""
+        body = json_body(request)
+        limit = optional_int(body, "limit", 1, 10_000)
+        plan = directory.resolve(_model_list(body))
+        answers = directory.fan_out(lambda client: _evaluate_service(client, plan[client.name], limit), list(plan))
+        results = []
+        for service, answer in answers.items():
+            if isinstance(answer, Exception):
+                results.extend({"model": m, "service": service, "error": str(answer)} for m in plan[service])
+            else:
+                results.extend(answer)
+        record = {"evaluation_id": uuid.uuid4().hex[:12], "created_at": time.time(), "results": results}
+        store.put("evaluations", record["evaluation_id"], record, record["created_at"])
+        return jsonify(record)
+
+    @app.post("/benchmark")
+    def benchmark():
+        """Latency percentiles and throughput of every (or the chosen) model's /predict, one model at a time."""
+        body = json_body(request)
+        count = optional_int(body, "requests", 1, MAX_REQUESTS) or 200
+        concurrency = optional_int(body, "concurrency", 1, MAX_CONCURRENCY) or 1
+        max_seconds = body.get("max_seconds", DEFAULT_MAX_SECONDS)
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 600:
+            raise BadRequest("'max_seconds' must be a number between 0 and 600")
+        plan = directory.resolve(_model_list(body))
+        results = []
+        for service, models in plan.items():
+            for model in models:
+                results.append({
+                    **benchmark_model(directory.clients[service], model, count, concurrency, max_seconds),
+                    "service": service,
+                })
+        record = {"benchmark_id": uuid.uuid4().hex[:12], "created_at": time.time(), "requests": count,
+                  "concurrency": concurrency, "results": results}
+        store.put("benchmarks", record["benchmark_id"], record, record["created_at"])
+        return jsonify(record)
+
+    @app.get("/compare")
+    def compare():
+        """The comparison: per model framework, params, training time, accuracy, serving latency, throughput."""
+        return jsonify(build_comparison(directory, store))
+
+    @app.get("/compare/chart.png")
+    @documented(content="image/png")
+    def chart_png():
+        """The comparison chart as PNG."""
+        return Response(render_chart(build_comparison(directory, store), "png"), mimetype="image/png")
+
+    @app.get("/compare/chart.svg")
+    @documented(content="image/svg+xml")
+    def chart_svg():
+        """The comparison chart as SVG."""
+        return Response(render_chart(build_comparison(directory, store), "svg"), mimetype="image/svg+xml")
+
+    @app.get("/openapi.json")
+    def openapi():
+        """The gateway's OpenAPI 3 document, generated from its routes."""
+        return jsonify(build_openapi(app, "MNIST framework comparison gateway", "0.1.0"))
+
+    return app
+
+
+def _status_of(client: ServiceClient) -> tuple[dict, list[dict]]:
+    health = client.call("GET", "/health", STATUS_TIMEOUT_S).body
+    return health, client.call("GET", "/models", STATUS_TIMEOUT_S).body["models"]
+
+
+def _service_status(name: str, result) -> dict:
+    if isinstance(result, Exception):
+        return {"name": name, "up": False, "error": str(result), "models": []}
+    health, models = result
+    return {
+        "name": name,
+        "up": True,
+        "framework": health["framework"],
+        "framework_version": health["framework_version"],
+        "threads": health.get("threads"),
+        "data_sha256": health.get("data_sha256"),
+        "training": health.get("training"),
+        "models": [
+            {key: m.get(key) for key in ("name", "ready", "params", "trained_at", "test_accuracy", "layers")}
+            for m in models
+        ],
+    }
+
+
+def _prediction_entries(directory: ServiceDirectory, service: str, answer) -> list[dict]:
+    """A service's answer as prediction entries; an error entry per model when it failed."""
+    if isinstance(answer, ServiceError):
+        models = directory.models_of(service) or [service]
+        return [{"model": m, "service": service, "error": str(answer)} for m in models]
+    if isinstance(answer, Exception):
+        return [{"model": service, "service": service, "error": f"{type(answer).__name__}: {answer}"}]
+    roundtrip_ms = round(answer.roundtrip_ms, 3)
+    return [{**p, "service": service, "roundtrip_ms": roundtrip_ms} for p in answer.body["predictions"]]
+
+
+def _evaluate_service(client: ServiceClient, models: list[str], limit: int | None) -> list[dict]:
+    results = []
+    for model in models:
+        body = {"model": model} if limit is None else {"model": model, "limit": limit}
+        try:
+            for result in client.call("POST", "/evaluate", EVALUATE_TIMEOUT_S, json=body).body["results"]:
+                results.append({**result, "service": client.name})
+        except ServiceError as exc:
+            results.append({"model": model, "service": client.name, "error": str(exc)})
+    return results
+
+
+def _model_list(body: dict) -> list[str] | None:
+    models = body.get("models")
+    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
+        raise BadRequest("'models' must be a list of model names")
+    return models
+

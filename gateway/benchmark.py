@@ -1,0 +1,102 @@
+"""HTTP load on each model's /predict: latency percentiles and throughput at a given concurrency.
+
+Models are measured one after another (never two at once, so that they do not
+share the cores), each after a warm-up that is left out of the figures, and
+each bounded both in requests and in seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import requests
+
+from .clients import ServiceClient, ServiceError
+
+MAX_REQUESTS = 5000
+MAX_CONCURRENCY = 32
+DEFAULT_MAX_SECONDS = 60.0
+WARMUP_REQUESTS = 10
+
+
+def benchmark_pixels() -> list[list[float]]:
+    """A fixed MNIST-like input (a ring, like a 0): the cost of a forward pass does not depend on it."""
+    rows, cols = np.indices((28, 28))
+    radius = np.hypot(rows - 14, cols - 14)
+    return np.clip(1.0 - np.abs(radius - 7) / 2, 0, 1).round(3).tolist()
+
+
+def benchmark_model(
+    client: ServiceClient, model: str, requests_count: int, concurrency: int, max_seconds: float,
+    timeout: float = 30.0,
+) -> dict:
+    """Send ``requests_count`` /predict calls with ``concurrency`` in flight; return the figures."""
+    payload = {"pixels": benchmark_pixels()}
+    path = f"/predict?model={model}"
+    for _ in range(WARMUP_REQUESTS):  # tracing, first-call allocations, connection set-up
+        try:
+            client.call("POST", path, timeout, json=payload)
+        except ServiceError:
+            break
+
+    latencies: list[float] = []
+    inference: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    issued = iter(range(requests_count))
+    deadline = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        session = requests.Session()  # one keep-alive connection per concurrent caller
+        for _ in issued:
+            if time.monotonic() > deadline:
+                return
+            started = time.perf_counter()
+            try:
+                response = session.post(client.url + path, json=payload, timeout=timeout)
+                elapsed = (time.perf_counter() - started) * 1000.0
+                body = response.json()
+                ok = response.status_code == 200
+            except (requests.RequestException, ValueError) as exc:
+                elapsed, ok, body = 0.0, False, {"error": type(exc).__name__}
+            with lock:
+                if ok:
+                    latencies.append(elapsed)
+                    inference.append(body["predictions"][0]["inference_ms"])
+                else:
+                    key = str(body.get("error", "error"))[:120]
+                    errors[key] = errors.get(key, 0) + 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - started
+    return summarize(model, latencies, inference, errors, wall, concurrency)
+
+
+def summarize(model: str, latencies: list[float], inference: list[float], errors: dict[str, int],
+              wall_seconds: float, concurrency: int) -> dict:
+    """Percentiles (numpy's linear interpolation) and throughput of one model's load."""
+    result = {
+        "model": model,
+        "concurrency": concurrency,
+        "requests": len(latencies) + sum(errors.values()),
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "seconds": round(wall_seconds, 3),
+        "throughput_rps": round(len(latencies) / wall_seconds, 2) if wall_seconds > 0 else 0.0,
+    }
+    if latencies:
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        result.update(
+            latency_ms={"p50": round(p50, 3), "p95": round(p95, 3), "p99": round(p99, 3),
+                        "mean": round(float(np.mean(latencies)), 3), "max": round(max(latencies), 3)},
+            inference_ms={"p50": round(float(np.percentile(inference, 50)), 3),
+                          "p99": round(float(np.percentile(inference, 99)), 3)},
+        )
+    return result

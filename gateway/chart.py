@@ -1,0 +1,64 @@
+"""The comparison as one figure: accuracy, training time, serving latency and throughput."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to bytes
+import matplotlib.pyplot as plt  # noqa: E402
+
+FRAMEWORK_COLOURS = {"keras": "#d62728", "torch": "#ee7733", "tensorflow": "#1f77b4"}
+OTHER_COLOUR = "#7f7f7f"
+
+
+def render_chart(comparison: dict, fmt: str) -> bytes:
+    """A 2x2 figure of the comparison's models, as PNG or SVG bytes."""
+    rows = comparison["models"]
+    names = [row["model"] for row in rows]
+    colours = [FRAMEWORK_COLOURS.get(row.get("framework"), OTHER_COLOUR) for row in rows]
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    figure.suptitle("One MNIST CNN (34,826 parameters), five implementations", fontsize=14)
+
+    accuracy = [row.get("test_accuracy") for row in rows]
+    _bars(axes[0][0], names, accuracy, colours, "Test accuracy", "{:.4f}")
+    known = [a for a in accuracy if a is not None]
+    if known:
+        axes[0][0].set_ylim(max(0.0, min(known) - 0.01), min(1.0, max(known) + 0.005))
+
+    epoch_seconds = [(row.get("training") or {}).get("epoch_seconds") for row in rows]
+    _bars(axes[0][1], names, epoch_seconds, colours, "Training: seconds per epoch (steady state)", "{:.1f} s")
+
+    serving = [row.get("serving") or {} for row in rows]
+    p50 = [(s.get("latency_ms") or {}).get("p50") for s in serving]
+    p99 = [(s.get("latency_ms") or {}).get("p99") for s in serving]
+    _bars(axes[1][0], names, p50, colours, "Serving latency over HTTP: p50 (bar), p99 (tick), ms", "{:.2f}")
+    for index, value in enumerate(p99):
+        if value is not None:
+            axes[1][0].plot([index - 0.3, index + 0.3], [value, value], color="black", linewidth=2)
+            axes[1][0].annotate(f"p99 {value:.2f}", (index, value), textcoords="offset points",
+                                xytext=(0, 3), ha="center", fontsize=8)
+
+    throughput = [s.get("throughput_rps") for s in serving]
+    _bars(axes[1][1], names, throughput, colours, "Throughput, requests/s", "{:.0f}")
+
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in FRAMEWORK_COLOURS.values()]
+    figure.legend(handles, list(FRAMEWORK_COLOURS), loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.04))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, bbox_inches="tight", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _bars(axis, names: list[str], values: list, colours: list[str], title: str, label: str) -> None:
+    """Bars with their value written on top; 'n/a' where there is no figure yet."""
+    heights = [v if v is not None else 0 for v in values]
+    bars = axis.bar(range(len(names)), heights, color=colours)
+    axis.set_xticks(range(len(names)), names, rotation=15, ha="right")
+    axis.set_title(title)
+    axis.grid(axis="y", alpha=0.3)
+    for bar, value in zip(bars, values, strict=True):
+        text = label.format(value) if value is not None else "n/a"
+        axis.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), textcoords="offset points",
+                      xytext=(0, 3), ha="center", fontsize=9)

@@ -1,0 +1,119 @@
+"""The whole comparison from a terminal, through the gateway's HTTP API.
+
+Trains every model (a progress bar per model), evaluates, benchmarks, prints a
+table and writes comparison.json, chart.png and chart.svg to a folder.
+
+    scripts/compare --gateway http://127.0.0.1:8000 --out results/ [--epochs 5] [--skip-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+POLL_S = 1.0
+
+
+def follow_run(gateway: str, run_id: str) -> dict:
+    """Poll a run, drawing one progress bar per model, until it ends."""
+    bars: dict[str, tqdm] = {}
+    while True:
+        run = requests.get(f"{gateway}/runs/{run_id}", timeout=30).json()
+        for model, entry in run["models"].items():
+            total = (entry.get("epochs") or 0) * (entry.get("steps_per_epoch") or 0)
+            if not total:
+                continue
+            bar = bars.get(model)
+            if bar is None:
+                bar = bars[model] = tqdm(total=total, desc=f"{model:17}", unit="step", file=sys.stderr)
+            done = total if entry["status"] == "succeeded" else (
+                (max(entry.get("epoch") or 1, 1) - 1) * entry["steps_per_epoch"] + (entry.get("step") or 0))
+            bar.n = min(done, total)
+            bar.set_postfix(epoch=entry.get("epoch"), loss=f"{entry.get('loss') or 0:.4f}", status=entry["status"])
+            bar.refresh()
+        if run["status"] in ("succeeded", "failed"):
+            for bar in bars.values():
+                bar.close()
+            return run
+        time.sleep(POLL_S)
+
+
+def format_table(comparison: dict) -> str:
+    """The comparison as a fixed-width text table."""
+    header = (f"{'model':17} {'framework':17} {'params':>7} {'epoch1 s':>8} {'s/epoch':>8} {'ms/step':>8} "
+              f"{'val acc':>8} {'test acc':>8} {'infer ms':>8} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7}")
+    lines = [header, "-" * len(header)]
+    for row in comparison["models"]:
+        training, serving = row.get("training") or {}, row.get("serving") or {}
+        latency = serving.get("latency_ms") or {}
+        framework = f"{row.get('framework') or '?'} {row.get('framework_version') or ''}".strip()
+        lines.append(
+            f"{row['model']:17} {framework:17} {_num(row.get('params'), '{:d}'):>7} "
+            f"{_num(training.get('first_epoch_seconds'), '{:.1f}'):>8} "
+            f"{_num(training.get('epoch_seconds'), '{:.1f}'):>8} {_num(training.get('ms_per_step'), '{:.1f}'):>8} "
+            f"{_num(row.get('validation_accuracy'), '{:.4f}'):>8} {_num(row.get('test_accuracy'), '{:.4f}'):>8} "
+            f"{_num((serving.get('inference_ms') or {}).get('p50'), '{:.3f}'):>8} "
+            f"{_num(latency.get('p50'), '{:.2f}'):>7} {_num(latency.get('p99'), '{:.2f}'):>7} "
+            f"{_num(serving.get('throughput_rps'), '{:.0f}'):>7}"
+        )
+    return "\n".join(lines)
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gateway", default="http://127.0.0.1:8000")
+    parser.add_argument("--out", default="results", help="folder for comparison.json and the charts")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--train-limit", type=int)
+    parser.add_argument("--models", help="comma-separated model names (default: all)")
+    parser.add_argument("--parallel", action="store_true", help="train the services at the same time")
+    parser.add_argument("--skip-train", action="store_true", help="compare the models as they are")
+    parser.add_argument("--requests", type=int, default=200, help="benchmark requests per model")
+    parser.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args(argv)
+    gateway = args.gateway.rstrip("/")
+    models = args.models.split(",") if args.models else None
+    selection = {"models": models} if models else {}
+
+    if not args.skip_train:
+        body = {**selection, "parallel": args.parallel}
+        body.update({k: v for k, v in (("epochs", args.epochs), ("train_limit", args.train_limit)) if v})
+        response = requests.post(f"{gateway}/train", json=body, timeout=30)
+        if response.status_code != 202:
+            print(f"training was refused: {response.json().get('error')}", file=sys.stderr)
+            return 1
+        run = follow_run(gateway, response.json()["run_id"])
+        if run["status"] != "succeeded":
+            print(f"training {run['status']}: {run.get('error')}", file=sys.stderr)
+            return 1
+    print("evaluating...", file=sys.stderr)
+    requests.post(f"{gateway}/evaluate", json=selection, timeout=900).raise_for_status()
+    print(f"benchmarking ({args.requests} requests per model, concurrency {args.concurrency})...", file=sys.stderr)
+    requests.post(f"{gateway}/benchmark", json={**selection, "requests": args.requests,
+                                               "concurrency": args.concurrency}, timeout=3600).raise_for_status()
+
+    comparison = requests.get(f"{gateway}/compare", timeout=60).json()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+    for fmt in ("png", "svg"):
+        chart = requests.get(f"{gateway}/compare/chart.{fmt}", timeout=60)
+        chart.raise_for_status()
+        (out / f"chart.{fmt}").write_bytes(chart.content)
+    print(format_table(comparison))
+    print(f"\nwrote {out / 'comparison.json'}, {out / 'chart.png'}, {out / 'chart.svg'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Training runs: every (or the chosen) model trained through its service, with progress and history.
+
+Models train one at a time by default, so that no model's timing includes
+another's load on the cores; ``parallel`` overlaps the services (a service
+still trains its own models in turn). Every change is written to the store, so
+that a run's history survives a gateway restart.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from servekit.errors import Conflict, NotFound
+
+from .clients import ServiceDirectory, ServiceError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.5
+SAVE_INTERVAL_S = 2.0
+BUSY_RETRY_S = 600.0  # how long to wait for a service that is busy with a job started elsewhere
+JOB_FIELDS = ("epoch", "epochs", "step", "steps_per_epoch", "loss", "accuracy", "history")
+
+
+class RunManager:
+    """Starts runs in the background, one at a time, and answers for their progress."""
+
+    def __init__(self, directory: ServiceDirectory, store: Store):
+        self.directory, self.store = directory, store
+        self._lock = threading.Lock()
+        self._active: dict | None = None
+        self._last_saved = 0.0
+        for run in store.latest("runs", limit=1000):
+            if run["status"] in ("queued", "running"):
+                run.update(status="failed", error="the gateway restarted during this run")
+                store.put("runs", run["run_id"], run)
+
+    def start(self, models: list[str] | None, config: dict, parallel: bool) -> dict:
+        """Plan and start a run; Conflict (409) while another run is active."""
+        plan = self.directory.resolve(models)
+        with self._lock:
+            if self._active is not None:
+                raise Conflict(f"run {self._active['run_id']} is still {self._active['status']}; wait for it")
+            run = {
+                "run_id": uuid.uuid4().hex[:12],
+                "status": "queued",
+                "parallel": parallel,
+                "config": config,
+                "created_at": time.time(),
+                "finished_at": None,
+                "progress": 0.0,
+                "error": None,
+                "models": {
+                    model: {"model": model, "service": service, "status": "queued", "epoch": 0, "step": 0}
+                    for service, names in plan.items()
+                    for model in names
+                },
+            }
+            self._active = run
+            self.store.put("runs", run["run_id"], run, run["created_at"])
+            snapshot = copy.deepcopy(run)
+        threading.Thread(target=self._execute, args=(run, plan), name=f"run-{run['run_id']}", daemon=True).start()
+        return snapshot
+
+    def get(self, run_id: str) -> dict:
+        """A run's status (live while it runs); NotFound when unknown."""
+        with self._lock:
+            if self._active is not None and self._active["run_id"] == run_id:
+                return copy.deepcopy(self._active)
+        run = self.store.get("runs", run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}; GET /runs lists them")
+        return run
+
+    def history(self, limit: int = 50) -> list[dict]:
+        """Past and current runs, newest first."""
+        with self._lock:
+            active = copy.deepcopy(self._active) if self._active else None
+        runs = self.store.latest("runs", limit)
+        return [active if active and r["run_id"] == active["run_id"] else r for r in runs]
+
+    def _execute(self, run: dict, plan: dict[str, list[str]]) -> None:
+        self._update(run, status="running")
+        try:
+            if run["parallel"]:
+                with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+                    list(pool.map(lambda item: self._train_service(run, *item), plan.items()))
+            else:
+                for service, models in plan.items():
+                    self._train_service(run, service, models)
+            failed = [m for m, entry in run["models"].items() if entry["status"] != "succeeded"]
+            status = "failed" if failed else "succeeded"
+            self._update(run, status=status, error=f"failed: {', '.join(failed)}" if failed else None)
+        except Exception as exc:  # the run records why it stopped; the gateway keeps serving
+            log.exception("run %s failed", run["run_id"])
+            self._update(run, status="failed", error=str(exc))
+        finally:
+            self._update(run, finished_at=time.time(), force_save=True)
+            with self._lock:
+                self._active = None
+
+    def _train_service(self, run: dict, service: str, models: list[str]) -> None:
+        for model in models:
+            try:
+                self._train_model(run, service, model)
+            except ServiceError as exc:
+                self._update_model(run, model, status="failed", error=str(exc))
+
+    def _train_model(self, run: dict, service: str, model: str) -> None:
+        client = self.directory.clients[service]
+        body = {"model": model, **run["config"]}
+        deadline = time.monotonic() + BUSY_RETRY_S
+        while True:
+            try:
+                accepted = client.call("POST", "/train", 30, json=body).body
+                break
+            except ServiceError as exc:
+                if exc.status != 409 or time.monotonic() > deadline:
+                    raise
+                self._update_model(run, model, status="waiting", error=str(exc))
+                time.sleep(2.0)
+        self._update_model(run, model, status="running", job_id=accepted["job_id"], error=None)
+        while True:
+            job = client.call("GET", accepted["status_url"], 30).body
+            fields = {key: job.get(key) for key in JOB_FIELDS}
+            if job["status"] in ("succeeded", "failed"):
+                result = job["results"].get(model, {})
+                fields["history"] = result.get("history", fields["history"])
+                self._update_model(
+                    run, model, **fields, status=job["status"], error=job.get("error"),
+                    test_accuracy=result.get("test_accuracy"), train_seconds=result.get("train_seconds"),
+                )
+                return
+            self._update_model(run, model, **fields)
+            time.sleep(POLL_INTERVAL_S)
+
+    def _update_model(self, run: dict, model: str, **fields) -> None:
+        with self._lock:
+            entry = run["models"][model]
+            new_epoch = fields.get("epoch") != entry.get("epoch") or fields.get("status") != entry.get("status")
+            entry.update(fields)
+            run["progress"] = round(sum(_fraction_done(e) for e in run["models"].values()) / len(run["models"]), 4)
+        self._save(run, force=new_epoch)
+
+    def _update(self, run: dict, force_save: bool = True, **fields) -> None:
+        with self._lock:
+            run.update(fields)
+        self._save(run, force=force_save)
+
+    def _save(self, run: dict, force: bool) -> None:
+        now = time.monotonic()
+        if force or now - self._last_saved > SAVE_INTERVAL_S:
+            with self._lock:
+                snapshot = copy.deepcopy(run)
+            self.store.put("runs", snapshot["run_id"], snapshot)
+            self._last_saved = now
+
+
+def _fraction_done(entry: dict) -> float:
+    if entry["status"] in ("succeeded", "failed"):
+        return 1.0
+    epochs, steps = entry.get("epochs") or 0, entry.get("steps_per_epoch") or 0
+    if not epochs or not steps:
+        return 0.0
+    return min(1.0, ((max(entry.get("epoch") or 1, 1) - 1) * steps + (entry.get("step") or 0)) / (epochs * steps))

@@ -1,0 +1,316 @@
+"use strict";
+// The gateway's page: draw/upload -> every model's answer; train with progress; compare; the network.
+
+const $ = (selector) => document.querySelector(selector);
+const FRAMEWORK_CLASS = { keras: "keras", torch: "torch", tensorflow: "tensorflow" };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON */ }
+  if (!response.ok) throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function setStatus(selector, text, isError = false) {
+  const node = $(selector);
+  node.textContent = text;
+  node.classList.toggle("error", isError);
+}
+
+// ---- drawing pad: mouse, touch and pen through pointer events; arrow keys draw too ----
+const pad = $("#pad");
+const ctx = pad.getContext("2d");
+let drawing = false, dirty = false, uploaded = null;
+const pen = { x: 140, y: 140 };
+
+function clearPad() {
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 20;
+  ctx.lineCap = ctx.lineJoin = "round";
+  dirty = false;
+  uploaded = null;
+}
+
+function padPoint(event) {
+  const box = pad.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * pad.width / box.width, y: (event.clientY - box.top) * pad.height / box.height };
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  pad.setPointerCapture(event.pointerId);
+  const p = padPoint(event);
+  if (uploaded) clearPad();
+  ctx.beginPath();
+  ctx.moveTo(p.x, p.y);
+  ctx.lineTo(p.x + 0.1, p.y + 0.1);
+  ctx.stroke();
+  dirty = true;
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const p = padPoint(event);
+  ctx.lineTo(p.x, p.y);
+  ctx.stroke();
+});
+for (const type of ["pointerup", "pointercancel"]) pad.addEventListener(type, () => { drawing = false; });
+
+pad.addEventListener("keydown", (event) => {
+  const moves = { ArrowUp: [0, -10], ArrowDown: [0, 10], ArrowLeft: [-10, 0], ArrowRight: [10, 0] };
+  if (event.key === "Enter") { predict(); return; }
+  if (!moves[event.key]) return;
+  event.preventDefault();
+  if (uploaded) clearPad();
+  ctx.beginPath();
+  ctx.moveTo(pen.x, pen.y);
+  pen.x = Math.min(270, Math.max(10, pen.x + moves[event.key][0]));
+  pen.y = Math.min(270, Math.max(10, pen.y + moves[event.key][1]));
+  ctx.lineTo(pen.x, pen.y);
+  ctx.stroke();
+  dirty = true;
+});
+
+function showUpload(file) {
+  uploaded = file;
+  const image = new Image();
+  image.onload = () => {
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    const scale = Math.min(pad.width / image.width, pad.height / image.height);
+    ctx.drawImage(image, (pad.width - image.width * scale) / 2, (pad.height - image.height * scale) / 2,
+      image.width * scale, image.height * scale);
+    URL.revokeObjectURL(image.src);
+  };
+  image.src = URL.createObjectURL(file);
+  setStatus("#predict-status", `${file.name} ready: press Predict`);
+}
+
+$("#clear").addEventListener("click", () => { clearPad(); setStatus("#predict-status", ""); });
+$("#file").addEventListener("change", (event) => { if (event.target.files[0]) showUpload(event.target.files[0]); });
+const drop = $("#drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  if (event.dataTransfer.files[0]) showUpload(event.dataTransfer.files[0]);
+});
+drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("#file").click(); });
+
+// ---- prediction ----
+async function predict() {
+  if (!uploaded && !dirty) { setStatus("#predict-status", "Draw a digit or choose an image first.", true); return; }
+  const image = uploaded || await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+  const form = new FormData();
+  form.append("image", image, uploaded ? uploaded.name : "drawing.png");
+  $("#predict").disabled = true;
+  setStatus("#predict-status", "Asking every framework…");
+  try {
+    const body = await api("/predict", { method: "POST", body: form });
+    renderPrediction(body);
+    setStatus("#predict-status", `All answers in ${body.total_ms.toFixed(1)} ms.`);
+  } catch (error) {
+    setStatus("#predict-status", error.message, true);
+  } finally {
+    $("#predict").disabled = false;
+  }
+}
+$("#predict").addEventListener("click", predict);
+
+function renderPrediction(body) {
+  drawSeen(body.input);
+  const consensus = body.consensus;
+  $("#consensus").replaceChildren(el("span", { text: "Consensus: " }), el("strong", { text: String(consensus.label) }),
+    el("span", { text: ` (${consensus.votes} of ${consensus.of} models)` }));
+  $("#cards").replaceChildren(...body.predictions.map(predictionCard));
+}
+
+function predictionCard(p) {
+  if (p.error) {
+    return el("article", { class: "card failed", "data-model": p.model },
+      el("h3", { text: p.model }), el("div", { class: "framework", text: p.service || "" }),
+      el("p", { class: "error", text: `Failed: ${p.error}` }));
+  }
+  const best = Math.max(...p.probabilities);
+  const bars = el("div", { class: "bars", "aria-hidden": "true" },
+    ...p.probabilities.map((v) => {
+      const bar = el("div", { class: v === best ? "top" : "", title: v.toFixed(4) });
+      bar.style.height = `${Math.max(1, v * 100)}%`;
+      return bar;
+    }));
+  const labels = el("div", { class: "bar-labels", "aria-hidden": "true" }, ...[...Array(10).keys()].map((d) => el("span", { text: String(d) })));
+  return el("article", { class: `card ${FRAMEWORK_CLASS[p.framework] || ""}`, "data-model": p.model },
+    el("h3", { text: p.model }),
+    el("div", { class: "framework", text: `${p.framework} ${p.framework_version || ""}` }),
+    el("div", { class: "digit", "aria-label": `predicts ${p.label}`, text: String(p.label) }),
+    el("div", { class: "confidence", text: `${(best * 100).toFixed(1)}% sure` }),
+    bars, labels,
+    el("div", { class: "times", text: `model ${p.inference_ms.toFixed(2)} ms · round trip ${p.roundtrip_ms.toFixed(1)} ms` }));
+}
+
+function drawSeen(pixels) {
+  const seen = $("#seen");
+  const small = document.createElement("canvas");
+  small.width = small.height = 28;
+  const data = small.getContext("2d").createImageData(28, 28);
+  pixels.flat().forEach((v, i) => {
+    const g = Math.round(v * 255);
+    data.data.set([g, g, g, 255], i * 4);
+  });
+  small.getContext("2d").putImageData(data, 0, 0);
+  const target = seen.getContext("2d");
+  target.imageSmoothingEnabled = false;
+  target.drawImage(small, 0, 0, seen.width, seen.height);
+}
+
+// ---- training ----
+$("#train-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const body = { parallel: form.get("parallel") === "on" };
+  for (const key of ["epochs", "batch_size", "train_limit"]) if (form.get(key)) body[key] = parseInt(form.get(key), 10);
+  if (form.get("learning_rate")) body.learning_rate = parseFloat(form.get("learning_rate"));
+  $("#train").disabled = true;
+  try {
+    const run = await api("/train", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    setStatus("#train-status", `Run ${run.run_id} started.`);
+    followRun(run.run_id);
+  } catch (error) {
+    setStatus("#train-status", error.message, true);
+    $("#train").disabled = false;
+  }
+});
+
+async function followRun(runId) {
+  let run;
+  try { run = await api(`/runs/${runId}`); } catch (error) { setStatus("#train-status", error.message, true); return; }
+  renderRun(run);
+  if (run.status === "succeeded" || run.status === "failed") {
+    $("#train").disabled = false;
+    setStatus("#train-status", `Run ${run.run_id} ${run.status}${run.error ? `: ${run.error}` : ""}.`, run.status === "failed");
+    refreshServices();
+    refreshCompare();
+    return;
+  }
+  setTimeout(() => followRun(runId), 700);
+}
+
+function renderRun(run) {
+  const rows = Object.values(run.models).map((m) => {
+    const total = (m.epochs || 1) * (m.steps_per_epoch || 1);
+    const done = m.status === "succeeded" ? total : Math.max(0, ((m.epoch || 1) - 1) * (m.steps_per_epoch || 0) + (m.step || 0));
+    const detail = m.status === "succeeded"
+      ? `done · test accuracy ${(m.test_accuracy * 100).toFixed(2)}%`
+      : m.status === "failed" ? `failed: ${m.error}`
+      : m.status === "running" ? `epoch ${m.epoch}/${m.epochs || "?"} · step ${m.step}/${m.steps_per_epoch || "?"} · loss ${(m.loss || 0).toFixed(4)}`
+      : m.status;
+    const bar = el("progress", { max: String(total), value: String(done), "aria-label": `${m.model} training progress` });
+    return el("div", { class: "progress-row", "data-model": m.model, "data-status": m.status },
+      el("strong", { text: m.model }), bar, el("span", { text: detail }));
+  });
+  $("#progress").replaceChildren(...rows);
+}
+
+// ---- services and comparison ----
+async function refreshServices() {
+  let services = [];
+  try { services = (await api("/services")).services; } catch (error) { return; }
+  $("#services").replaceChildren(...services.map((s) => {
+    const ready = s.models.filter((m) => m.ready).length;
+    const last = s.models.map((m) => m.trained_at).filter(Boolean).sort().pop();
+    const text = s.up
+      ? `${s.name} (${s.framework} ${s.framework_version}): ${ready}/${s.models.length} models ready${last ? `, trained ${last.replace("T", " ").slice(0, 16)}` : ""}${s.training ? ", training…" : ""}`
+      : `${s.name}: down`;
+    return el("li", { class: s.up ? "up" : "down", "data-service": s.name, text });
+  }));
+  renderNetwork(services);
+}
+
+function fmt(value, digits) { return value === null || value === undefined ? "–" : Number(value).toFixed(digits); }
+
+async function refreshCompare() {
+  let comparison;
+  try { comparison = await api("/compare"); } catch (error) { setStatus("#compare-status", error.message, true); return; }
+  const head = el("tr", {}, ...["model", "framework", "params", "s/epoch", "ms/step", "val acc", "test acc",
+    "model ms", "p50 ms", "p99 ms", "req/s"].map((h) => el("th", { scope: "col", text: h })));
+  const rows = comparison.models.map((r) => {
+    const t = r.training || {}, s = r.serving || {}, lat = s.latency_ms || {}, inf = s.inference_ms || {};
+    return el("tr", { "data-model": r.model }, el("td", { text: r.model }),
+      el("td", { class: "text", text: `${r.framework || "?"} ${r.framework_version || ""}` }),
+      el("td", { text: r.params ? r.params.toLocaleString("en") : "–" }),
+      el("td", { text: fmt(t.epoch_seconds, 1) }), el("td", { text: fmt(t.ms_per_step, 1) }),
+      el("td", { text: fmt(r.validation_accuracy, 4) }), el("td", { text: fmt(r.test_accuracy, 4) }),
+      el("td", { text: fmt(inf.p50, 2) }), el("td", { text: fmt(lat.p50, 2) }), el("td", { text: fmt(lat.p99, 2) }),
+      el("td", { text: fmt(s.throughput_rps, 0) }));
+  });
+  $("#compare-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  $("#chart").src = `/compare/chart.svg?t=${Date.now()}`;
+}
+
+async function runAction(button, path, body, label) {
+  button.disabled = true;
+  setStatus("#compare-status", `${label}…`);
+  try {
+    await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    setStatus("#compare-status", `${label} done.`);
+    refreshCompare();
+  } catch (error) {
+    setStatus("#compare-status", error.message, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+$("#benchmark").addEventListener("click", (event) => runAction(event.target, "/benchmark", {
+  requests: parseInt($("#bench-requests").value, 10), concurrency: parseInt($("#bench-concurrency").value, 10),
+}, "Benchmarking"));
+$("#evaluate").addEventListener("click", (event) => runAction(event.target, "/evaluate", {}, "Evaluating"));
+$("#refresh-compare").addEventListener("click", refreshCompare);
+
+// ---- the network: a diagram from the reported layer tables, and the tables side by side ----
+let shownNetwork = "";
+function renderNetwork(services) {
+  const models = services.flatMap((s) => s.models.map((m) => ({ ...m, framework: s.framework })));
+  if (!models.length || !models[0].layers) return;
+  const signature = JSON.stringify(models.map((m) => [m.name, m.layers]));
+  if (signature === shownNetwork) return; // redraw (and re-animate) only when the networks change
+  shownNetwork = signature;
+  const reference = models[0].layers;
+  const blocks = [el("div", { class: "block" }, el("span", { text: "input" }), el("small", { text: "28×28×1" }))];
+  reference.forEach((layer) => {
+    blocks.push(el("span", { class: "arrow", text: "→" }));
+    blocks.push(el("div", { class: "block" }, el("span", { text: layer.type }),
+      el("small", { text: layer.output_shape.filter((d) => d !== null).join("×") }),
+      el("small", { text: layer.params ? `${layer.params.toLocaleString("en")} params` : "" })));
+  });
+  blocks.forEach((block, i) => { block.style.animationDelay = `${i * 0.15}s`; });
+  $("#diagram").replaceChildren(...blocks);
+  $("#layer-tables").replaceChildren(...models.map((m) => el("div", {},
+    el("h3", { text: `${m.name} (${m.framework}) · ${m.params.toLocaleString("en")} params` }),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["layer", "output shape", "params"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...m.layers.map((l) => el("tr", {}, el("td", { text: l.type }),
+        el("td", { text: `(${l.output_shape.map((d) => d === null ? "None" : d).join(", ")})` }),
+        el("td", { text: l.params.toLocaleString("en") }))))))));
+}
+
+clearPad();
+refreshServices();
+refreshCompare();
+setInterval(refreshServices, 10000);
+api("/runs?limit=1").then((body) => {
+  const run = body.runs[0];
+  if (run && (run.status === "running" || run.status === "queued")) { $("#train").disabled = true; followRun(run.run_id); }
+}).catch(() => {});

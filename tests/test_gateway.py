@@ -1,0 +1,182 @@
+"""The gateway in front of the real services, over HTTP: fan-out, runs, evaluate, benchmark, compare.
+
+Tests run in file order on one stack (module fixture): untrained first, then a
+tiny training run, then everything that needs trained models.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+import requests
+from PIL import Image
+
+from servekit.testing import png_bytes, wait_healthy
+
+TRAIN = {"epochs": 1, "train_limit": 4000}
+
+
+def get(stack, path, **kwargs):
+    return requests.get(stack.url + path, timeout=120, **kwargs)
+
+
+def post(stack, path, **kwargs):
+    return requests.post(stack.url + path, timeout=600, **kwargs)
+
+
+def upload(image):
+    return {"files": {"image": ("digit.png", png_bytes(image), "image/png")}}
+
+
+def test_services_lists_every_service_and_model(stack, all_models, mnist):
+    services = get(stack, "/services").json()["services"]
+    assert sorted(s["name"] for s in services) == sorted(stack.services)
+    assert all(s["up"] for s in services)
+    assert {s["data_sha256"] for s in services} == {mnist.sha256}  # the same bytes in every framework
+    models = sorted(m["name"] for s in services for m in s["models"])
+    assert models == all_models
+    assert all(m["params"] == 34_826 and m["ready"] is False for s in services for m in s["models"])
+
+
+def test_predict_with_no_trained_model_is_502_with_reasons(stack, digits):
+    response = post(stack, "/predict", **upload(digits[0][0]))
+    assert response.status_code == 502
+    assert "not trained" in response.json()["error"]
+
+
+def test_bad_requests(stack):
+    assert post(stack, "/predict", json={"nothing": 1}).status_code == 400
+    assert post(stack, "/predict", data=b"text", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert get(stack, "/runs/nope").status_code == 404
+    assert post(stack, "/train", json={"models": ["no-such-model"]}).status_code == 404
+    assert post(stack, "/train", json={"models": "torch"}).status_code == 400
+    assert post(stack, "/benchmark", json={"requests": 0}).status_code == 400
+    for response in (get(stack, "/runs/nope"), post(stack, "/benchmark", json={"concurrency": 999})):
+        assert response.json()["error"]
+
+
+def test_run_trains_every_model_one_at_a_time(stack, all_models):
+    response = post(stack, "/train", json=TRAIN)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    assert post(stack, "/train", json=TRAIN).status_code == 409
+
+    progress_seen, running_at_once = [], 0
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        run = get(stack, f"/runs/{run_id}").json()
+        progress_seen.append(run["progress"])
+        running_at_once = max(running_at_once, sum(m["status"] == "running" for m in run["models"].values()))
+        if run["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.3)
+    assert run["status"] == "succeeded", run
+    assert sorted(run["models"]) == all_models
+    assert running_at_once == 1  # sequential by default: fair timings
+    assert progress_seen == sorted(progress_seen) and run["progress"] == 1.0
+    assert any(0 < p < 1 for p in progress_seen)
+    for entry in run["models"].values():
+        assert entry["status"] == "succeeded"
+        assert entry["history"][0]["val_accuracy"] > 0.5
+        assert entry["test_accuracy"] > 0.5
+    stack.state["run_id"] = run_id
+
+
+def test_predict_fans_out_to_every_model_with_consensus(stack, all_models, digits):
+    images, labels = digits
+    agreed = 0
+    for image, label in zip(images[:10], labels[:10], strict=True):
+        body = post(stack, "/predict", **upload(image)).json()
+        predictions = body["predictions"]
+        assert sorted(p["model"] for p in predictions) == all_models
+        for p in predictions:
+            assert {"label", "probabilities", "inference_ms", "roundtrip_ms", "framework"} <= set(p)
+            assert p["roundtrip_ms"] >= p["inference_ms"]
+        assert body["consensus"]["of"] == 5 and 1 <= body["consensus"]["votes"] <= 5
+        assert body["total_ms"] > 0
+        agreed += body["consensus"]["label"] == label
+    assert agreed >= 8
+
+
+def test_evaluate_every_model(stack, all_models):
+    body = post(stack, "/evaluate", json={"limit": 2000}).json()
+    results = body["results"]
+    assert sorted(r["model"] for r in results) == all_models
+    assert all(r["accuracy"] > 0.5 and r["samples"] == 2000 for r in results)
+
+
+def test_benchmark_reports_percentiles_and_throughput(stack, all_models):
+    body = post(stack, "/benchmark", json={"requests": 30, "concurrency": 2}).json()
+    assert sorted(r["model"] for r in body["results"]) == all_models
+    for result in body["results"]:
+        assert result["errors"] == 0 and result["ok"] == 30
+        latency = result["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+        assert result["throughput_rps"] > 0
+        assert result["inference_ms"]["p50"] < latency["p50"]
+
+
+def test_compare_has_every_field(stack, all_models):
+    rows = get(stack, "/compare").json()["models"]
+    assert sorted(r["model"] for r in rows) == all_models
+    for row in rows:
+        assert row["framework"] and row["framework_version"] and row["params"] == 34_826
+        training = row["training"]
+        assert training["total_seconds"] > 0 and training["epoch_seconds"] > 0 and training["ms_per_step"] > 0
+        assert row["validation_accuracy"] > 0.5 and row["test_accuracy"] > 0.5
+        serving = row["serving"]
+        assert serving["latency_ms"]["p50"] > 0 and serving["latency_ms"]["p99"] > 0
+        assert serving["throughput_rps"] > 0
+
+
+def test_chart_png_and_svg(stack):
+    png = get(stack, "/compare/chart.png")
+    assert png.headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(png.content))
+    assert image.format == "PNG" and image.width > 600 and image.height > 400
+    svg = get(stack, "/compare/chart.svg")
+    root = ET.fromstring(svg.content)
+    assert root.tag.endswith("svg")
+    assert b"keras-sequential" in svg.content and b"Throughput" in svg.content
+
+
+def test_a_stopped_service_gives_error_entries_while_others_answer(stack, digits):
+    torch = stack.services["torch"]
+    torch.stop()
+    try:
+        body = post(stack, "/predict", **upload(digits[0][0])).json()
+        by_model = {p["model"]: p for p in body["predictions"]}
+        assert "error" in by_model["torch"] and "unreachable" in by_model["torch"]["error"]
+        answered = [p for p in body["predictions"] if "label" in p]
+        assert len(answered) == 4
+        assert body["consensus"]["of"] == 5
+        services = {s["name"]: s for s in get(stack, "/services").json()["services"]}
+        assert services["torch"]["up"] is False and services["keras"]["up"] is True
+    finally:
+        torch.start()
+
+
+def test_run_history_survives_a_gateway_restart(stack):
+    run_id = stack.state["run_id"]
+    stack.stop()
+    stack.start()
+    wait_healthy(stack.url + "/health", 60)
+    runs = get(stack, "/runs").json()["runs"]
+    assert run_id in [r["run_id"] for r in runs]
+    run = get(stack, f"/runs/{run_id}").json()
+    assert run["status"] == "succeeded" and run["progress"] == 1.0
+
+
+def test_openapi_lists_gateway_routes(stack):
+    paths = get(stack, "/openapi.json").json()["paths"]
+    for path in ("/predict", "/train", "/runs", "/runs/{run_id}", "/evaluate", "/benchmark", "/compare",
+                 "/compare/chart.png", "/services"):
+        assert path in paths, path
+
+
+@pytest.mark.parametrize("path", ["/health", "/services", "/compare"])
+def test_status_endpoints_answer_json(stack, path):
+    assert get(stack, path).status_code == 200

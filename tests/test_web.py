@@ -1,0 +1,124 @@
+"""The web page in a real browser (Debian's Chromium driven by Playwright) against the real stack.
+
+Screenshots are saved in test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from servekit.testing import png_bytes
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TRAIN_TIMEOUT_MS = 600_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, stack):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(stack.url + "/")
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_page_loads_offline_with_status_and_network(page, stack):
+    # Every asset comes from the gateway itself: nothing external.
+    assert page.locator("#services li").first.is_visible()
+    page.wait_for_selector("#services li[data-service='torch'].up")
+    assert page.locator("#services li").count() == len(stack.services)
+    page.wait_for_selector("#layer-tables table")
+    assert page.locator("#layer-tables h3").count() == 5
+    assert page.locator("#diagram .block").count() == 8  # input + 7 layers
+    html = page.content()
+    assert "http://" not in html.replace(stack.url, "") and "https://" not in html
+
+
+def test_training_from_the_page_fills_every_progress_bar(page):
+    page.fill("input[name=epochs]", "1")
+    page.fill("input[name=train_limit]", "5000")
+    page.click("#train")
+    page.wait_for_selector(".progress-row", timeout=30_000)
+    page.wait_for_function(
+        "() => { const rows = document.querySelectorAll('.progress-row');"
+        " return rows.length === 5 && [...rows].every(r => r.dataset.status === 'succeeded'); }",
+        timeout=TRAIN_TIMEOUT_MS,
+    )
+    for bar in page.locator(".progress-row progress").all():
+        assert bar.get_attribute("value") == bar.get_attribute("max")
+    assert "test accuracy" in page.locator("#progress").inner_text()
+
+
+def test_draw_and_predict_shows_five_cards(page):
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 140, box["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 140, box["y"] + 240, steps=12)  # a "1"
+    page.mouse.up()
+    page.click("#predict")
+    page.wait_for_selector("#cards .card", timeout=30_000)
+    cards = page.locator("#cards .card")
+    assert cards.count() == 5
+    for card in cards.all():
+        assert card.locator(".digit").inner_text().isdigit()
+        assert "ms" in card.locator(".times").inner_text()
+    assert "Consensus" in page.locator("#consensus").inner_text()
+
+
+def test_upload_of_a_real_digit_wins_the_consensus(page, digits, tmp_path):
+    images, labels = digits
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_bytes(255 - images[0]))  # black ink on white, as a photo or scan would be
+    page.set_input_files("#file", str(path))
+    page.click("#predict")
+    page.wait_for_selector("#cards .card", timeout=30_000)
+    assert page.locator("#consensus strong").inner_text() == str(labels[0])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
+
+
+def test_compare_table_and_chart(page, stack):
+    requests.post(stack.url + "/benchmark", json={"requests": 20}, timeout=600).raise_for_status()
+    page.click("#refresh-compare")
+    page.wait_for_function("() => document.querySelectorAll('#compare-table tbody tr').length === 5")
+    page.wait_for_function("() => document.querySelector('#chart').naturalWidth > 0")
+    assert page.locator("#compare-table tbody tr").first.locator("td").nth(9).inner_text() != "–"
+    page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+
+
+def test_stopped_service_shows_error_card_while_others_answer(page, stack, digits):
+    torch = stack.services["torch"]
+    torch.stop()
+    try:
+        path = Path(stack.data_dir) / "digit.png"
+        path.write_bytes(png_bytes(digits[0][0]))
+        page.set_input_files("#file", str(path))
+        page.click("#predict")
+        page.wait_for_selector("#cards .card.failed", timeout=30_000)
+        assert "torch" in page.locator("#cards .card.failed").inner_text()
+        assert page.locator("#cards .card:not(.failed)").count() == 4
+        page.screenshot(path=str(ARTIFACTS / "service-down.png"), full_page=True)
+    finally:
+        torch.start()
