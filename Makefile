@@ -9,7 +9,7 @@ export MNIST_DIR
 PIP_QUIET := --quiet --disable-pip-version-check
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install browser test lint unit-test service-tests contract-tests run clean
+.PHONY: help install browser test lint unit-test service-tests contract-tests compose-smoke run clean
 
 help:
 	@echo "make run    start the gateway and every service as local processes"
@@ -53,7 +53,18 @@ service-tests: $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
 contract-tests: install browser
 	$(VENVS)/dev/bin/pytest tests
 
-test: lint unit-test service-tests contract-tests
+# The containers, for real, when a Docker engine is here or can be installed (as root, on these machines).
+DOCKER_SETUP := ../shared/docker/setup-engine.sh
+compose-smoke: $(VENVS)/dev/.installed
+	@if docker info >/dev/null 2>&1; then \
+		$(VENVS)/dev/bin/python scripts/compose_smoke.py; \
+	elif [ "$$(id -u)" = 0 ] && [ -f $(DOCKER_SETUP) ]; then \
+		bash $(DOCKER_SETUP) && $(VENVS)/dev/bin/python scripts/compose_smoke.py; \
+	else \
+		echo "compose smoke test skipped: no Docker engine here and none can be installed"; \
+	fi
+
+test: lint unit-test service-tests contract-tests compose-smoke
 
 run: install
 	scripts/run-local

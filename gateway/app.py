@@ -8,24 +8,43 @@ upload is decoded once instead of once per service.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 
-from servekit.app import PREDICT_BODY, TRAIN_BODY, install_error_handlers
+from servekit.app import install_error_handlers
 from servekit.errors import ApiError, BadRequest
 from servekit.inputs import json_body, optional_int, predict_input, train_config
+from servekit.metrics import GatewayMetrics
+from servekit.observability import REQUEST_ID_HEADER, instrument
 from servekit.openapi import build_openapi, documented
+from servekit.schemas import PREDICT_REQUEST
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
 from .chart import render_chart
 from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError
 from .compare import build_comparison
 from .runs import RunManager
+from .schemas import (
+    BENCHMARK,
+    BENCHMARK_REQUEST,
+    COMPARE,
+    EVALUATION_RECORD,
+    GATEWAY_HEALTH,
+    GATEWAY_PREDICT,
+    RUN,
+    RUN_ACCEPTED,
+    RUN_REQUEST,
+    RUNS,
+    SELECTION,
+    SERVICES,
+)
 from .settings import GatewaySettings
 from .store import Store
 
@@ -37,21 +56,15 @@ EVALUATE_TIMEOUT_S = 300.0
 def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     """The gateway app over the services in ``settings.service_urls``."""
     settings = settings or GatewaySettings.from_env()
-    directory = ServiceDirectory(settings.service_urls)
+    metrics = GatewayMetrics()
+    directory = ServiceDirectory(settings.service_urls, on_call=metrics.observe_backend_call)
     store = Store(settings.data_dir / "gateway.sqlite3")
     runs = RunManager(directory, store)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
 
-    @app.before_request
-    def request_id():
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-
-    @app.after_request
-    def echo_request_id(response: Response):
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        return response
+    instrument(app, metrics)
 
     @app.get("/")
     def index():
@@ -59,6 +72,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return send_from_directory(STATIC, "index.html")
 
     @app.get("/health")
+    @documented(response=GATEWAY_HEALTH)
     def health():
         """The gateway is up; how many services answer."""
         up = directory.fan_out(lambda c: c.call("GET", "/health", STATUS_TIMEOUT_S).body)
@@ -66,21 +80,25 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(status="ok", services=len(up), services_up=len(answering))
 
     @app.get("/services")
+    @documented(response=SERVICES)
     def services():
         """Every service and its models: up or not, ready, last trained, test accuracy."""
-        return jsonify(services=[_service_status(name, r) for name, r in directory.fan_out(_status_of).items()])
+        statuses = [_service_status(name, r) for name, r in directory.fan_out(_status_of).items()]
+        for status in statuses:
+            status["url"] = directory.clients[status["name"]].url
+        return jsonify(services=statuses)
 
     @app.post("/predict")
-    @documented(request_body=PREDICT_BODY)
+    @documented(request_body=PREDICT_REQUEST, response=GATEWAY_PREDICT)
     def predict():
         """Every model's prediction for one digit, asked in parallel, with the consensus."""
         started = time.perf_counter()
         x = predict_input(request)
-        pixels = [[round(float(v), 4) for v in row] for row in x[0, :, :, 0]]
-        headers = {"X-Request-ID": g.request_id}
-        answers = directory.fan_out(
-            lambda client: client.call("POST", "/predict", settings.predict_timeout_s, headers=headers,
-                                       json={"pixels": pixels})
+        pixels = np.round(x[0, :, :, 0], 4).tolist()
+        body = json.dumps({"pixels": pixels})  # encoded once for every service
+        headers = {REQUEST_ID_HEADER: g.request_id, "Content-Type": "application/json"}  # the id: one upload
+        answers = directory.fan_out(  # can be followed through every service's log
+            lambda client: client.call("POST", "/predict", settings.predict_timeout_s, headers=headers, data=body)
         )
         predictions = []
         for service, answer in answers.items():
@@ -98,7 +116,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         )
 
     @app.post("/train")
-    @documented(request_body=TRAIN_BODY, status=202)
+    @documented(request_body={"application/json": RUN_REQUEST}, response=RUN_ACCEPTED, status=202)
     def train():
         """Start a run training every (or the chosen) model; one at a time unless ``parallel``."""
         body = json_body(request)
@@ -111,17 +129,20 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(run_id=run["run_id"], status_url=f"/runs/{run['run_id']}", status=run["status"]), 202
 
     @app.get("/runs")
+    @documented(response=RUNS)
     def list_runs():
         """Training runs, newest first (persisted across restarts)."""
         limit = request.args.get("limit", 50, type=int)
         return jsonify(runs=runs.history(max(1, min(limit, 1000))))
 
     @app.get("/runs/<run_id>")
+    @documented(response=RUN)
     def run_status(run_id: str):
         """One run: overall progress and every model's epoch, step, loss and results."""
         return jsonify(runs.get(run_id))
 
     @app.post("/evaluate")
+    @documented(request_body={"application/json": SELECTION}, response=EVALUATION_RECORD)
     def evaluate():
         """Every (or the chosen) model's test accuracy, from all services in parallel."""
         body = json_body(request)
@@ -139,6 +160,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(record)
 
     @app.post("/benchmark")
+    @documented(request_body={"application/json": BENCHMARK_REQUEST}, response=BENCHMARK)
     def benchmark():
         """Latency percentiles and throughput of every (or the chosen) model's /predict, one model at a time."""
         body = json_body(request)
@@ -161,6 +183,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(record)
 
     @app.get("/compare")
+    @documented(response=COMPARE)
     def compare():
         """The comparison: per model framework, params, training time, accuracy, serving latency, throughput."""
         return jsonify(build_comparison(directory, store))
@@ -176,6 +199,12 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     def chart_svg():
         """The comparison chart as SVG."""
         return Response(render_chart(build_comparison(directory, store), "svg"), mimetype="image/svg+xml")
+
+    @app.get("/metrics")
+    @documented(content="text/plain")
+    def prometheus_metrics():
+        """Prometheus text-format metrics: requests, and calls to each service."""
+        return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
     @app.get("/openapi.json")
     def openapi():

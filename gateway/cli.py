@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import requests
 from tqdm import tqdm
+
+from .benchmark import benchmark_pixels
 
 POLL_S = 1.0
 
@@ -42,6 +45,32 @@ def follow_run(gateway: str, run_id: str) -> dict:
                 bar.close()
             return run
         time.sleep(POLL_S)
+
+
+def predict_p50(url: str, count: int) -> float:
+    """p50 in ms of ``count`` sequential /predict calls (concurrency 1) with the benchmark input."""
+    session = requests.Session()
+    payload = {"pixels": benchmark_pixels()}
+    timings = []
+    for index in range(count + 5):
+        started = time.perf_counter()
+        session.post(f"{url}/predict", json=payload, timeout=30).raise_for_status()
+        if index >= 5:  # the first calls open connections; leave them out
+            timings.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(timings)
+
+
+def fan_out_overhead(gateway: str, count: int) -> str:
+    """The gateway's /predict p50 next to each service's own /predict p50, at concurrency 1."""
+    services = requests.get(f"{gateway}/services", timeout=30).json()["services"]
+    lines = [f"/predict p50 at concurrency 1 ({count} calls each):"]
+    service_p50 = {s["name"]: predict_p50(s["url"], count) for s in services if s["up"]}
+    for name, p50 in service_p50.items():
+        lines.append(f"  {name:8} service  {p50:7.2f} ms")
+    gateway_p50 = predict_p50(gateway, count)
+    slowest = max(service_p50.values()) if service_p50 else float("nan")
+    lines.append(f"  gateway (all five) {gateway_p50:7.2f} ms = {gateway_p50 / slowest:.2f} x the slowest service")
+    return "\n".join(lines)
 
 
 def format_table(comparison: dict) -> str:
@@ -80,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-train", action="store_true", help="compare the models as they are")
     parser.add_argument("--requests", type=int, default=200, help="benchmark requests per model")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--fan-out-calls", type=int, default=200,
+                        help="measure the gateway's /predict against each service's (0: skip)")
     args = parser.parse_args(argv)
     gateway = args.gateway.rstrip("/")
     models = args.models.split(",") if args.models else None
@@ -111,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         chart.raise_for_status()
         (out / f"chart.{fmt}").write_bytes(chart.content)
     print(format_table(comparison))
+    if args.fan_out_calls:
+        print()
+        print(fan_out_overhead(gateway, args.fan_out_calls))
     print(f"\nwrote {out / 'comparison.json'}, {out / 'chart.png'}, {out / 'chart.svg'}", file=sys.stderr)
     return 0
 

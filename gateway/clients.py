@@ -35,17 +35,31 @@ class Reply:
     roundtrip_ms: float
 
 
+CallObserver = Callable[[str, str, float, bool], None]  # (service, path, seconds, ok)
+
+
 class ServiceClient:
     """One framework service: a keep-alive session and JSON calls that raise ServiceError."""
 
-    def __init__(self, name: str, url: str):
+    def __init__(self, name: str, url: str, on_call: CallObserver | None = None):
         self.name, self.url = name, url
+        self.on_call = on_call or (lambda *args: None)
         self.session = requests.Session()
         self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE))
         self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE))
 
     def call(self, method: str, path: str, timeout: float, headers: dict | None = None, **kwargs) -> Reply:
         """Send a request; the JSON body on 2xx, else ServiceError with the service's own message."""
+        started = time.perf_counter()
+        try:
+            reply = self._call(method, path, timeout, headers, **kwargs)
+        except ServiceError as exc:
+            self.on_call(self.name, path, time.perf_counter() - started, exc.status is not None and exc.status < 500)
+            raise
+        self.on_call(self.name, path, time.perf_counter() - started, True)
+        return reply
+
+    def _call(self, method: str, path: str, timeout: float, headers: dict | None, **kwargs) -> Reply:
         started = time.perf_counter()
         try:
             response = self.session.request(method, self.url + path, timeout=timeout, headers=headers, **kwargs)
@@ -68,8 +82,8 @@ class ServiceClient:
 class ServiceDirectory:
     """The services the gateway knows, and which of them serves which model."""
 
-    def __init__(self, service_urls: dict[str, str]):
-        self.clients = {name: ServiceClient(name, url) for name, url in service_urls.items()}
+    def __init__(self, service_urls: dict[str, str], on_call: CallObserver | None = None):
+        self.clients = {name: ServiceClient(name, url, on_call) for name, url in service_urls.items()}
         self._pool = ThreadPoolExecutor(max_workers=max(4, 4 * len(self.clients)), thread_name_prefix="fanout")
         self._models: dict[str, list[str]] = {}  # service -> model names, as last seen
         self._models_seen_at: dict[str, float] = {}

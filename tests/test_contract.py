@@ -7,10 +7,16 @@ import math
 import pytest
 import requests
 
-from servekit.testing import png_bytes, wait_for_job
+from servekit.testing import assert_matches_openapi, png_bytes, wait_for_job
 
 TRAIN_LIMIT = 3000
 EXPECTED_PARAMS = 34_826
+
+
+@pytest.fixture(scope="module")
+def spec(service):
+    """The service's own OpenAPI document: every response below is validated against it."""
+    return requests.get(service.url + "/openapi.json", timeout=30).json()
 
 
 def get(service, path, **kwargs):
@@ -21,8 +27,10 @@ def post(service, path, **kwargs):
     return requests.post(service.url + path, timeout=300, **kwargs)
 
 
-def test_health_reports_framework_data_and_threads(service, mnist):
-    body = get(service, "/health").json()
+def test_health_reports_framework_data_and_threads(service, mnist, spec):
+    response = get(service, "/health")
+    assert_matches_openapi(spec, "GET", "/health", response)
+    body = response.json()
     assert body["status"] == "ok"
     assert body["framework"] == service.framework
     assert body["framework_version"]
@@ -30,8 +38,10 @@ def test_health_reports_framework_data_and_threads(service, mnist):
     assert body["threads"]["intra_op"] == 2
 
 
-def test_models_have_the_same_parameter_count(service):
-    models = get(service, "/models").json()["models"]
+def test_models_have_the_same_parameter_count(service, spec):
+    response = get(service, "/models")
+    assert_matches_openapi(spec, "GET", "/models", response)
+    models = response.json()["models"]
     assert [m["name"] for m in models] == service.models
     for model in models:
         assert model["params"] == EXPECTED_PARAMS
@@ -40,28 +50,33 @@ def test_models_have_the_same_parameter_count(service):
         assert model["ready"] is False and model["trained_at"] is None
 
 
-def test_predict_before_training_is_503(service, digits):
+def test_predict_before_training_is_503(service, digits, spec):
     response = post(service, "/predict", files={"image": ("d.png", png_bytes(digits[0][0]), "image/png")})
     assert response.status_code == 503
+    assert_matches_openapi(spec, "POST", "/predict", response)
     assert "not trained" in response.json()["error"]
     assert get(service, f"/v2/models/{service.models[0]}/ready").status_code == 503
 
 
-def test_training_progresses_and_second_job_conflicts(service):
+def test_training_progresses_and_second_job_conflicts(service, spec):
     response = post(service, "/train", json={"epochs": 1, "train_limit": TRAIN_LIMIT})
     assert response.status_code == 202, response.text
+    assert_matches_openapi(spec, "POST", "/train", response)
     accepted = response.json()
     assert accepted["status"] == "queued"
     assert accepted["status_url"] == f"/train/{accepted['job_id']}"
 
     conflict = post(service, "/train", json={"epochs": 1, "train_limit": 100})
     assert conflict.status_code == 409
+    assert_matches_openapi(spec, "POST", "/train", conflict)
     assert accepted["job_id"] in conflict.json()["error"]
 
     seen = [accepted["status"]]
     status = wait_for_job(service.url + accepted["status_url"], timeout=600, seen=seen)
     assert status["status"] == "succeeded", status["error"]
     assert seen == ["queued", "running", "succeeded"]
+    assert_matches_openapi(spec, "GET", "/train/{job_id}", get(service, accepted["status_url"]))
+    assert_matches_openapi(spec, "GET", "/train", get(service, "/train"))
     assert status["epochs"] == 1 and status["epoch"] == 1
     assert status["steps_per_epoch"] == math.ceil(TRAIN_LIMIT / 128)
     for model in service.models:
@@ -74,8 +89,10 @@ def test_training_progresses_and_second_job_conflicts(service):
     assert all(m["ready"] and m["trained_at"] and m["test_accuracy"] > 0.5 for m in models)
 
 
-def test_evaluate_is_well_above_chance(service):
-    results = post(service, "/evaluate", json={}).json()["results"]
+def test_evaluate_is_well_above_chance(service, spec):
+    response = post(service, "/evaluate", json={})
+    assert_matches_openapi(spec, "POST", "/evaluate", response)
+    results = response.json()["results"]
     assert [r["model"] for r in results] == service.models
     for result in results:
         assert result["samples"] == 10_000
@@ -85,12 +102,13 @@ def test_evaluate_is_well_above_chance(service):
     assert len(limited) == 1 and limited[0]["samples"] == 500
 
 
-def test_predict_png_uploads_of_real_digits(service, digits):
+def test_predict_png_uploads_of_real_digits(service, digits, spec):
     images, labels = digits
     correct = {m: 0 for m in service.models}
     for image, label in zip(images, labels, strict=True):
         response = post(service, "/predict", files={"image": ("d.png", png_bytes(image), "image/png")})
         assert response.status_code == 200, response.text
+        assert_matches_openapi(spec, "POST", "/predict", response)
         for p in response.json()["predictions"]:
             assert len(p["probabilities"]) == 10
             assert abs(sum(p["probabilities"]) - 1.0) < 1e-3
@@ -126,9 +144,10 @@ def test_predict_json_pixels_and_model_choice(service, digits):
         ({"files": {"image": ("big.png", b"\0" * (11 * 1024 * 1024), "image/png")}}, 413, "limit"),
     ],
 )
-def test_predict_rejects_bad_input_with_json_errors(service, kwargs, status, fragment):
+def test_predict_rejects_bad_input_with_json_errors(service, kwargs, status, fragment, spec):
     response = post(service, "/predict", **kwargs)
     assert response.status_code == status, response.text
+    assert_matches_openapi(spec, "POST", "/predict", response)
     assert fragment in response.json()["error"]
 
 
@@ -168,6 +187,31 @@ def test_open_inference_protocol_infer_matches_predict(service, digits):
     assert predicted["predictions"][0]["probabilities"] == pytest.approx(first, abs=1e-5)
 
 
+def test_tritonclient_works_unchanged(service, digits):
+    """The standard Open Inference Protocol client: readiness, metadata and infer on every model."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=service.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    images, labels = digits
+    x = (images[:8] / 255.0).astype(np.float32).reshape(8, 28, 28, 1)
+    for model in service.models:
+        assert client.is_model_ready(model)
+        metadata = client.get_model_metadata(model)
+        assert metadata["name"] == model and metadata["inputs"][0]["datatype"] == "FP32"
+        request = triton.InferInput("input", list(x.shape), "FP32")
+        request.set_data_from_numpy(x, binary_data=False)
+        output = triton.InferRequestedOutput("probabilities", binary_data=False)
+        probabilities = client.infer(model, [request], outputs=[output]).as_numpy("probabilities")
+        assert probabilities.shape == (8, 10)
+        predicted = post(service, f"/predict?model={model}", json={"pixels": x[3, :, :, 0].tolist()}).json()
+        assert predicted["predictions"][0]["probabilities"] == pytest.approx(probabilities[3].tolist(), abs=1e-5)
+        assert (probabilities.argmax(1) == labels[:8]).mean() >= 0.6
+    with pytest.raises(Exception, match="unknown model"):
+        client.get_model_metadata("no-such-model")
+
+
 def test_metrics_count_requests(service):
     text = get(service, "/metrics").text
     assert 'http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
@@ -176,8 +220,10 @@ def test_metrics_count_requests(service):
         assert f'model_ready{{model="{model}"}} 1.0' in text
 
 
-def test_openapi_covers_every_route(service):
-    spec = get(service, "/openapi.json").json()
+def test_openapi_covers_every_route(service, spec):
+    from openapi_spec_validator import validate
+
+    validate(spec)  # a valid OpenAPI 3.0 document
     assert spec["openapi"].startswith("3.")
     for path in ("/health", "/models", "/train", "/train/{job_id}", "/evaluate", "/predict", "/metrics",
                  "/v2/models/{name}/infer"):

@@ -7,6 +7,7 @@ tiny training run, then everything that needs trained models.
 from __future__ import annotations
 
 import io
+import json
 import time
 import xml.etree.ElementTree as ET
 
@@ -99,6 +100,23 @@ def test_predict_fans_out_to_every_model_with_consensus(stack, all_models, digit
         assert body["total_ms"] > 0
         agreed += body["consensus"]["label"] == label
     assert agreed >= 8
+
+
+def test_request_id_follows_an_upload_through_every_service(stack, digits):
+    response = post(stack, "/predict", headers={"X-Request-ID": "trace-4711"}, **upload(digits[0][0]))
+    assert response.headers["X-Request-ID"] == "trace-4711"
+    for name, service in stack.services.items():
+        lines = [json.loads(line) for line in service.log_tail(400).splitlines() if "trace-4711" in line]
+        assert any(line.get("path") == "/predict" and line["status"] == 200 for line in lines), name
+    generated = post(stack, "/predict", **upload(digits[0][0])).headers["X-Request-ID"]
+    assert len(generated) == 32 and generated != "trace-4711"
+
+
+def test_gateway_metrics_count_backend_calls(stack):
+    text = get(stack, "/metrics").text
+    for name in stack.services:
+        assert f'backend_call_duration_seconds_count{{service="{name}",path="/predict"}}' in text
+    assert 'http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
 
 
 def test_evaluate_every_model(stack, all_models):

@@ -8,9 +8,8 @@ Inference Protocol, Prometheus metrics and an OpenAPI document.
 from __future__ import annotations
 
 import logging
-import time
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .backend import Backend, FrameworkInfo
@@ -18,44 +17,24 @@ from .errors import ApiError
 from .inference_protocol import inference_protocol_blueprint
 from .inputs import json_body, optional_int, optional_str, predict_input, train_config
 from .metrics import ServiceMetrics
+from .observability import instrument
 from .openapi import build_openapi, documented
+from .schemas import (
+    EVALUATE,
+    EVALUATE_REQUEST,
+    HEALTH,
+    JOB,
+    JOBS,
+    MODELS,
+    PREDICT,
+    PREDICT_REQUEST,
+    TRAIN_ACCEPTED,
+    TRAIN_REQUEST,
+)
 from .service import ModelService
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-TRAIN_BODY = {
-    "application/json": {
-        "type": "object",
-        "properties": {
-            "model": {"type": "string"},
-            "epochs": {"type": "integer", "minimum": 1},
-            "batch_size": {"type": "integer", "minimum": 1},
-            "learning_rate": {"type": "number"},
-            "seed": {"type": "integer"},
-            "train_limit": {"type": "integer", "minimum": 1},
-        },
-    }
-}
-EVALUATE_BODY = {
-    "application/json": {
-        "type": "object",
-        "properties": {"model": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}},
-    }
-}
-PREDICT_BODY = {
-    "multipart/form-data": {
-        "type": "object",
-        "properties": {"image": {"type": "string", "format": "binary"}},
-        "required": ["image"],
-    },
-    "application/json": {
-        "type": "object",
-        "properties": {"pixels": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
-        "required": ["pixels"],
-    },
-}
-
 
 def install_error_handlers(app: Flask) -> None:
     """Every error becomes JSON ``{"error": ...}`` with the contract's status; never an HTML page."""
@@ -94,18 +73,10 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
 
     app.register_blueprint(inference_protocol_blueprint(service, record_inference))
 
-    @app.before_request
-    def start_clock():
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def count_request(response: Response):
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
-        metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
-        return response
+    instrument(app, metrics)
 
     @app.get("/health")
+    @documented(response=HEALTH)
     def health():
         """Liveness plus what this service runs: framework, version, data hash, threads."""
         return jsonify(
@@ -121,12 +92,13 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
         )
 
     @app.get("/models")
+    @documented(response=MODELS)
     def models():
         """Every model: readiness, parameter count, layer table, last training and test accuracy."""
         return jsonify(models=[served.to_dict() for served in service.models.values()])
 
     @app.post("/train")
-    @documented(request_body=TRAIN_BODY, status=202)
+    @documented(request_body={"application/json": TRAIN_REQUEST}, response=TRAIN_ACCEPTED, status=202)
     def train():
         """Start a background training job for one model (``model``) or all of them in turn."""
         body = json_body(request)
@@ -135,17 +107,19 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
         return jsonify(job_id=job_id, status_url=f"/train/{job_id}", status=accepted["status"]), 202
 
     @app.get("/train")
+    @documented(response=JOBS)
     def list_jobs():
         """All training jobs this process remembers, newest first."""
         return jsonify(jobs=[job.to_dict() for job in reversed(service.jobs.jobs())])
 
     @app.get("/train/<job_id>")
+    @documented(response=JOB)
     def job_status(job_id: str):
         """Status and progress of one training job."""
         return jsonify(service.jobs.get(job_id).to_dict())
 
     @app.post("/evaluate")
-    @documented(request_body=EVALUATE_BODY)
+    @documented(request_body={"application/json": EVALUATE_REQUEST}, response=EVALUATE)
     def evaluate():
         """Test-split accuracy and loss of one (``model``) or every model."""
         body = json_body(request)
@@ -153,7 +127,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
         return jsonify(results=service.evaluate(optional_str(body, "model"), limit))
 
     @app.post("/predict")
-    @documented(request_body=PREDICT_BODY)
+    @documented(request_body=PREDICT_REQUEST, response=PREDICT)
     def predict():
         """Predict one digit (uploaded image or JSON pixels) with every model, or ``?model=``."""
         x = predict_input(request)

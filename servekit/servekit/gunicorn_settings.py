@@ -15,4 +15,4 @@ worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 120  # an evaluation of the whole test set may hold a request for a while
 graceful_timeout = 20
-accesslog = "-"
+accesslog = None  # each app logs its own JSON access line, with the request id (servekit.observability)

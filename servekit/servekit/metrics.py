@@ -1,4 +1,10 @@
-"""Prometheus metrics of a service: requests, latencies, model state, training."""
+"""Prometheus metrics: HTTP requests for every app, model and training state for services.
+
+One registry per app, so that several apps in one process (tests) stay apart.
+gunicorn runs a single worker per service and for the gateway (see
+gunicorn_settings.py), so the in-process registry is the whole truth and the
+multiprocess mode of prometheus-client is not needed.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class ServiceMetrics:
-    """One registry per app, so that several apps in one process (tests) stay apart.
-
-    gunicorn runs a single worker per service (see gunicorn.conf.py), so the
-    in-process registry is the whole truth and no multiprocess mode is needed.
-    """
+class RequestMetrics:
+    """Requests by endpoint, method and status, and their latency."""
 
     def __init__(self):
         self.registry = CollectorRegistry()
@@ -24,6 +26,17 @@ class ServiceMetrics:
             "http_request_duration_seconds", "Whole-request latency by endpoint",
             ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class ServiceMetrics(RequestMetrics):
+    """A framework service's metrics: requests, the model call alone, model and training state."""
+
+    def __init__(self):
+        super().__init__()
         self.inference_seconds = Histogram(
             "model_inference_duration_seconds", "Time of the model call alone, by model",
             ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
@@ -41,6 +54,24 @@ class ServiceMetrics:
         self.training_epoch = Gauge("training_epoch", "Epoch of the running job (0 when idle)", registry=self.registry)
         self.training_step = Gauge("training_step", "Step of the running job (0 when idle)", registry=self.registry)
 
-    def render(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
+
+class GatewayMetrics(RequestMetrics):
+    """The gateway's metrics: requests, and every call it makes to a service."""
+
+    def __init__(self):
+        super().__init__()
+        self.backend_seconds = Histogram(
+            "backend_call_duration_seconds", "Gateway-to-service call latency, by service and path",
+            ["service", "path"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.backend_errors = Counter(
+            "backend_call_errors", "Failed gateway-to-service calls, by service and path",
+            ["service", "path"], registry=self.registry,
+        )
+
+    def observe_backend_call(self, service: str, path: str, seconds: float, ok: bool) -> None:
+        """Record one call to a service (the path without its query string)."""
+        path = path.split("?", 1)[0]
+        self.backend_seconds.labels(service, path).observe(seconds)
+        if not ok:
+            self.backend_errors.labels(service, path).inc()

@@ -22,15 +22,17 @@ ERROR_STATUSES = {
     "409": "a training job is already running",
     "413": "upload too large",
     "415": "unsupported media type",
+    "502": "no service answered (gateway)",
     "503": "model not trained or data not loaded",
 }
 
 
-def documented(request_body: dict | None = None, status: int = 200, content: str = "application/json") -> Callable:
-    """Attach the request body schema (a dict of media type -> schema) and success status to a view."""
+def documented(request_body: dict | None = None, response: dict | None = None, status: int = 200,
+               content: str = "application/json") -> Callable:
+    """Attach request body schemas (media type -> schema), the response schema and success status to a view."""
 
     def mark(view: Callable) -> Callable:
-        view.openapi = {"request_body": request_body, "status": status, "content": content}
+        view.openapi = {"request_body": request_body, "response": response, "status": status, "content": content}
         return view
 
     return mark
@@ -64,7 +66,7 @@ def _operation(view: Callable, rule, method: str) -> dict:
     operation = {
         "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
         "summary": doc.splitlines()[0] if doc else rule.endpoint,
-        "responses": {status: {"description": "success", "content": {content: {"schema": {}}}}},
+        "responses": {status: {"description": "success", "content": {content: {"schema": meta.get("response") or {}}}}},
     }
     if rule.arguments:
         operation["parameters"] = [

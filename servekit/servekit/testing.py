@@ -97,3 +97,22 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def assert_matches_openapi(spec: dict, method: str, path: str, response: requests.Response) -> None:
+    """Validate a response's status and JSON body against the app's own OpenAPI document.
+
+    ``path`` is the path template as the document lists it, e.g. ``/train/{job_id}``.
+    """
+    from openapi_schema_validator import OAS30Validator, validate
+
+    operation = spec["paths"][path][method.lower()]
+    status = str(response.status_code)
+    assert status in operation["responses"], f"{method} {path} answered {status}, not in the document"
+    content = operation["responses"][status].get("content", {})
+    if "application/json" not in content:
+        return
+    schema = content["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    validate(response.json(), schema, cls=OAS30Validator)

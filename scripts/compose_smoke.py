@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Smoke test of the containers: build and start the compose stack for real, use it, tear it down.
+
+Builds and starts every image (`docker compose up --build`) under its own project
+name, waits until all are healthy, trains a tiny run through the gateway,
+predicts an uploaded PNG (five answers), restarts one service and sees its model
+still loaded, checks that no container runs as root, and removes everything,
+volumes included. Exits non-zero on the first failed check.
+
+    .venvs/dev/bin/python scripts/compose_smoke.py      (make compose-smoke)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from servekit.mnist import load_mnist  # noqa: E402
+from servekit.testing import free_port, png_bytes  # noqa: E402
+
+PROJECT = "mnistcmp-smoke"
+SERVICES = ("keras", "torch", "tf", "gateway")
+MODELS = 5
+
+
+def compose(*args: str, env: dict, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run `docker compose -p PROJECT ...` in the repository root."""
+    command = ["docker", "compose", "-p", PROJECT, *args]
+    print("+", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=ROOT, env=env, check=check, text=True,
+                          capture_output=capture)
+
+
+def wait_until(what: str, check, timeout: float, interval: float = 2.0):
+    """Call ``check()`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise SystemExit(f"FAILED: {what} within {timeout:.0f} s (last error: {last_error})")
+
+
+def all_healthy(env: dict) -> bool:
+    output = compose("ps", "--format", "json", env=env, capture=True).stdout.strip()
+    # Compose prints one JSON object per line (newer) or one JSON array (older).
+    rows = json.loads(output) if output.startswith("[") else [json.loads(line) for line in output.splitlines()]
+    health = {row["Service"]: row.get("Health", "") for row in rows}
+    print("  health:", health, flush=True)
+    return set(health) == set(SERVICES) and all(state == "healthy" for state in health.values())
+
+
+def main() -> int:
+    mnist_dir = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist")).resolve()
+    port = free_port()
+    env = {
+        **os.environ,
+        "MNIST_DIR": str(mnist_dir),
+        "MNIST_MOUNT_MODE": "ro",
+        "TORCH_INDEX_URL": os.environ.get("TORCH_INDEX_URL", ""),
+        "GATEWAY_PORT": str(port),
+    }
+    gateway = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    try:
+        compose("up", "--build", "--detach", env=env)
+        print(f"built and started in {time.monotonic() - started:.0f} s", flush=True)
+        wait_until("every container healthy", lambda: all_healthy(env), timeout=600, interval=5)
+        services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
+        assert all(s["up"] for s in services), services
+        print("ok: all services healthy and reachable through the gateway")
+
+        run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 3000}, timeout=30).json()["run_id"]
+        run = wait_until("the training run to finish",
+                         lambda: (r := requests.get(f"{gateway}/runs/{run_id}", timeout=10).json())["status"]
+                         in ("succeeded", "failed") and r, timeout=900, interval=3)
+        assert run["status"] == "succeeded", run
+        print("ok: tiny training run succeeded for", ", ".join(sorted(run["models"])))
+
+        mnist = load_mnist(mnist_dir, mirrors=())
+        files = {"image": ("seven.png", png_bytes(mnist.test.images[0]), "image/png")}
+        answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
+        labels = [p.get("label") for p in answer["predictions"]]
+        assert len(labels) == MODELS and None not in labels, answer
+        print(f"ok: five answers {labels}, consensus {answer['consensus']}")
+
+        compose("restart", "torch", env=env)
+        wait_until("torch healthy again after its restart", lambda: all_healthy(env), timeout=300, interval=3)
+        torch = next(s for s in requests.get(f"{gateway}/services", timeout=10).json()["services"]
+                     if s["name"] == "torch")
+        assert torch["up"] and all(m["ready"] for m in torch["models"]), torch
+        print("ok: torch restarted with its checkpoint loaded")
+
+        for service in SERVICES:
+            uid = compose("exec", "-T", service, "id", "-u", env=env, capture=True).stdout.strip()
+            assert uid != "0", f"{service} runs as root"
+        print("ok: no container runs as root")
+        return 0
+    finally:
+        compose("down", "--volumes", "--remove-orphans", env=env, check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""JSON schemas of the request and response bodies, used by the OpenAPI document (and so by its tests)."""
+
+from __future__ import annotations
+
+NUMBER = {"type": "number"}
+INTEGER = {"type": "integer"}
+STRING = {"type": "string"}
+BOOLEAN = {"type": "boolean"}
+NULLABLE_NUMBER = {"type": "number", "nullable": True}
+NULLABLE_STRING = {"type": "string", "nullable": True}
+PROBABILITIES = {"type": "array", "items": NUMBER, "minItems": 10, "maxItems": 10}
+PIXELS = {"type": "array", "items": {"type": "array", "items": NUMBER}, "minItems": 28, "maxItems": 28}
+
+
+def obj(required: dict, optional: dict | None = None) -> dict:
+    """An object schema with these required (and optional) properties."""
+    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+
+
+def array_of(schema: dict) -> dict:
+    return {"type": "array", "items": schema}
+
+
+LAYER = obj({"type": STRING, "output_shape": array_of({"type": "integer", "nullable": True}), "params": INTEGER})
+EPOCH = obj({"epoch": INTEGER, "loss": NUMBER, "accuracy": NUMBER, "val_loss": NUMBER, "val_accuracy": NUMBER,
+             "seconds": NUMBER})
+
+# ---- requests ----
+TRAIN_REQUEST = obj({}, {
+    "model": STRING, "epochs": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
+    "learning_rate": NUMBER, "seed": INTEGER, "train_limit": {"type": "integer", "minimum": 1},
+})
+EVALUATE_REQUEST = obj({}, {"model": STRING, "limit": {"type": "integer", "minimum": 1}})
+PREDICT_REQUEST = {
+    "multipart/form-data": obj({"image": {"type": "string", "format": "binary"}}),
+    "application/json": obj({"pixels": PIXELS}),
+}
+
+# ---- service responses ----
+HEALTH = obj({"status": STRING, "framework": STRING, "framework_version": STRING,
+              "data_sha256": NULLABLE_STRING, "threads": {"type": "object"}})
+MODEL = obj({"name": STRING, "ready": {"type": "boolean"}, "params": INTEGER, "layers": array_of(LAYER),
+             "trained_at": NULLABLE_STRING, "test_accuracy": NULLABLE_NUMBER},
+            {"history": array_of(EPOCH), "framework": STRING})
+MODELS = obj({"models": array_of(MODEL)})
+TRAIN_ACCEPTED = obj({"job_id": STRING, "status_url": STRING, "status": STRING})
+JOB = obj({"job_id": STRING, "model": NULLABLE_STRING, "status": {"type": "string",
+           "enum": ["queued", "running", "succeeded", "failed"]}, "epoch": INTEGER, "epochs": INTEGER,
+           "step": INTEGER, "steps_per_epoch": INTEGER, "history": array_of(EPOCH), "error": NULLABLE_STRING})
+JOBS = obj({"jobs": array_of(JOB)})
+EVALUATION = obj({"model": STRING, "accuracy": NUMBER, "loss": NUMBER, "samples": INTEGER, "seconds": NUMBER})
+EVALUATE = obj({"results": array_of(EVALUATION)})
+PREDICTION = obj({"model": STRING, "label": {"type": "integer", "minimum": 0, "maximum": 9},
+                  "probabilities": PROBABILITIES, "inference_ms": NUMBER}, {"framework": STRING})
+PREDICT = obj({"predictions": array_of(PREDICTION)}, {"input": PIXELS})
