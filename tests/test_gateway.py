@@ -15,9 +15,15 @@ import pytest
 import requests
 from PIL import Image
 
-from servekit.testing import png_bytes, wait_healthy
+from servekit.testing import assert_matches_openapi, png_bytes, wait_healthy
 
 TRAIN = {"epochs": 1, "train_limit": 4000}
+
+
+@pytest.fixture(scope="module")
+def spec(stack):
+    """The gateway's own OpenAPI document: responses below are validated against it."""
+    return requests.get(stack.url + "/openapi.json", timeout=30).json()
 
 
 def get(stack, path, **kwargs):
@@ -32,8 +38,10 @@ def upload(image):
     return {"files": {"image": ("digit.png", png_bytes(image), "image/png")}}
 
 
-def test_services_lists_every_service_and_model(stack, all_models, mnist):
-    services = get(stack, "/services").json()["services"]
+def test_services_lists_every_service_and_model(stack, all_models, mnist, spec):
+    response = get(stack, "/services")
+    assert_matches_openapi(spec, "GET", "/services", response)
+    services = response.json()["services"]
     assert sorted(s["name"] for s in services) == sorted(stack.services)
     assert all(s["up"] for s in services)
     assert {s["data_sha256"] for s in services} == {mnist.sha256}  # the same bytes in every framework
@@ -42,9 +50,10 @@ def test_services_lists_every_service_and_model(stack, all_models, mnist):
     assert all(m["params"] == 34_826 and m["ready"] is False for s in services for m in s["models"])
 
 
-def test_predict_with_no_trained_model_is_502_with_reasons(stack, digits):
+def test_predict_with_no_trained_model_is_502_with_reasons(stack, digits, spec):
     response = post(stack, "/predict", **upload(digits[0][0]))
     assert response.status_code == 502
+    assert_matches_openapi(spec, "POST", "/predict", response)
     assert "not trained" in response.json()["error"]
 
 
@@ -59,9 +68,10 @@ def test_bad_requests(stack):
         assert response.json()["error"]
 
 
-def test_run_trains_every_model_one_at_a_time(stack, all_models):
+def test_run_trains_every_model_one_at_a_time(stack, all_models, spec):
     response = post(stack, "/train", json=TRAIN)
     assert response.status_code == 202, response.text
+    assert_matches_openapi(spec, "POST", "/train", response)
     run_id = response.json()["run_id"]
     assert post(stack, "/train", json=TRAIN).status_code == 409
 
@@ -75,6 +85,7 @@ def test_run_trains_every_model_one_at_a_time(stack, all_models):
             break
         time.sleep(0.3)
     assert run["status"] == "succeeded", run
+    assert_matches_openapi(spec, "GET", "/runs/{run_id}", get(stack, f"/runs/{run_id}"))
     assert sorted(run["models"]) == all_models
     assert running_at_once == 1  # sequential by default: fair timings
     assert progress_seen == sorted(progress_seen) and run["progress"] == 1.0
@@ -86,11 +97,13 @@ def test_run_trains_every_model_one_at_a_time(stack, all_models):
     stack.state["run_id"] = run_id
 
 
-def test_predict_fans_out_to_every_model_with_consensus(stack, all_models, digits):
+def test_predict_fans_out_to_every_model_with_consensus(stack, all_models, digits, spec):
     images, labels = digits
     agreed = 0
     for image, label in zip(images[:10], labels[:10], strict=True):
-        body = post(stack, "/predict", **upload(image)).json()
+        response = post(stack, "/predict", **upload(image))
+        assert_matches_openapi(spec, "POST", "/predict", response)
+        body = response.json()
         predictions = body["predictions"]
         assert sorted(p["model"] for p in predictions) == all_models
         for p in predictions:
@@ -115,7 +128,7 @@ def test_request_id_follows_an_upload_through_every_service(stack, digits):
 def test_gateway_metrics_count_backend_calls(stack):
     text = get(stack, "/metrics").text
     for name in stack.services:
-        assert f'backend_call_duration_seconds_count{{service="{name}",path="/predict"}}' in text
+        assert f'backend_call_duration_seconds_count{{path="/predict",service="{name}"}}' in text
     assert 'http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
 
 
@@ -126,8 +139,10 @@ def test_evaluate_every_model(stack, all_models):
     assert all(r["accuracy"] > 0.5 and r["samples"] == 2000 for r in results)
 
 
-def test_benchmark_reports_percentiles_and_throughput(stack, all_models):
-    body = post(stack, "/benchmark", json={"requests": 30, "concurrency": 2}).json()
+def test_benchmark_reports_percentiles_and_throughput(stack, all_models, spec):
+    response = post(stack, "/benchmark", json={"requests": 30, "concurrency": 2})
+    assert_matches_openapi(spec, "POST", "/benchmark", response)
+    body = response.json()
     assert sorted(r["model"] for r in body["results"]) == all_models
     for result in body["results"]:
         assert result["errors"] == 0 and result["ok"] == 30
@@ -137,8 +152,10 @@ def test_benchmark_reports_percentiles_and_throughput(stack, all_models):
         assert result["inference_ms"]["p50"] < latency["p50"]
 
 
-def test_compare_has_every_field(stack, all_models):
-    rows = get(stack, "/compare").json()["models"]
+def test_compare_has_every_field(stack, all_models, spec):
+    response = get(stack, "/compare")
+    assert_matches_openapi(spec, "GET", "/compare", response)
+    rows = response.json()["models"]
     assert sorted(r["model"] for r in rows) == all_models
     for row in rows:
         assert row["framework"] and row["framework_version"] and row["params"] == 34_826
@@ -188,8 +205,12 @@ def test_run_history_survives_a_gateway_restart(stack):
     assert run["status"] == "succeeded" and run["progress"] == 1.0
 
 
-def test_openapi_lists_gateway_routes(stack):
-    paths = get(stack, "/openapi.json").json()["paths"]
+def test_openapi_lists_gateway_routes(stack, spec):
+    from openapi_spec_validator import validate
+
+    validate(spec)  # a valid OpenAPI 3.0 document
+    assert_matches_openapi(spec, "GET", "/runs", get(stack, "/runs"))
+    paths = spec["paths"]
     for path in ("/predict", "/train", "/runs", "/runs/{run_id}", "/evaluate", "/benchmark", "/compare",
                  "/compare/chart.png", "/services"):
         assert path in paths, path

@@ -58,7 +58,7 @@ def inference_protocol_blueprint(service: ModelService, on_inference) -> Bluepri
     def infer(name: str):
         """Inference on an FP32 [N, 28, 28, 1] tensor; returns FP32 [N, 10] probabilities."""
         served = service.select(name)[0]
-        body = json_body(request, required=True)
+        body = json_body(request, required=True, any_content_type=True)
         x = _input_tensor(body, service.settings.max_infer_batch)
         backend = served.serving()
         probabilities, inference_ms = timed_predict(backend, x)

@@ -23,15 +23,19 @@ TRAIN_FIELDS = {
 }
 
 
-def json_body(request: Request, required: bool = False) -> dict:
-    """The request's JSON object; {} when there is no body and none is required."""
+def json_body(request: Request, required: bool = False, any_content_type: bool = False) -> dict:
+    """The request's JSON object; {} when there is no body and none is required.
+
+    ``any_content_type`` reads JSON whatever the Content-Type says (the Open Inference
+    Protocol's clients do not always send one).
+    """
     if not request.get_data(cache=True):
         if required:
             raise BadRequest("a JSON body is required")
         return {}
-    if not request.is_json:
+    if not (request.is_json or any_content_type):
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True, force=any_content_type)
     if body is None:
         raise BadRequest("the body is not valid JSON")
     if not isinstance(body, dict):

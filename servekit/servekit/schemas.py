@@ -14,7 +14,10 @@ PIXELS = {"type": "array", "items": {"type": "array", "items": NUMBER}, "minItem
 
 def obj(required: dict, optional: dict | None = None) -> dict:
     """An object schema with these required (and optional) properties."""
-    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+    schema = {"type": "object", "properties": {**required, **(optional or {})}}
+    if required:  # OpenAPI 3.0 wants a non-empty list, or none
+        schema["required"] = list(required)
+    return schema
 
 
 def array_of(schema: dict) -> dict:
