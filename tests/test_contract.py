@@ -212,12 +212,33 @@ def test_tritonclient_works_unchanged(service, digits):
         client.get_model_metadata("no-such-model")
 
 
-def test_metrics_count_requests(service):
+def scrape(service) -> dict[tuple[str, tuple], float]:
+    """The service's /metrics, parsed: (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = get(service, "/metrics").text
-    assert 'http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
-    assert "model_inference_duration_seconds_bucket" in text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_move_with_requests(service, digits):
+    before = scrape(service)
+    post(service, "/predict", json={"pixels": (digits[0][0] / 255.0).tolist()})
+    after = scrape(service)
+    request_key = ("http_requests_total", (("endpoint", "/predict"), ("method", "POST"), ("status", "200")))
+    assert after[request_key] == before.get(request_key, 0) + 1
     for model in service.models:
-        assert f'model_ready{{model="{model}"}} 1.0' in text
+        predictions = ("model_predictions_total", (("model", model),))
+        assert after[predictions] == before[predictions] + 1
+        inference = ("model_inference_duration_seconds_count", (("model", model),))
+        assert after[inference] == before[inference] + 1
+        assert after[("model_ready", (("model", model),))] == 1.0
+        assert 0.5 < after[("model_test_accuracy", (("model", model),))] <= 1.0
+    assert after[("training_jobs", (("state", "succeeded"),))] == 1.0
+    assert after[("training_epoch", ())] == 0.0  # idle
 
 
 def test_openapi_covers_every_route(service, spec):
