@@ -57,9 +57,10 @@ def service(request, tmp_path_factory):
     process.stop()
 
 
-def start_gateway(service_urls: dict[str, str], data_dir: Path) -> ServiceProcess:
+def start_gateway(service_urls: dict[str, str], data_dir: Path, **extra_env: str) -> ServiceProcess:
     """Start the gateway under gunicorn (from the repository root, as `make run` does)."""
-    env = {"SERVICE_URLS": ",".join(f"{n}={u}" for n, u in service_urls.items()), "GATEWAY_DATA_DIR": str(data_dir)}
+    env = {"SERVICE_URLS": ",".join(f"{n}={u}" for n, u in service_urls.items()), "GATEWAY_DATA_DIR": str(data_dir),
+           **extra_env}
     return ServiceProcess(ROOT, ROOT / ".venvs" / "dev", env, app="gateway.wsgi:app",
                           config="gateway/gunicorn.conf.py").start()
 
@@ -81,3 +82,9 @@ def stack(tmp_path_factory):
 def all_models() -> list[str]:
     """Every model of every service, sorted."""
     return sorted(model for _, models in SERVICES.values() for model in models)
+
+
+@pytest.fixture(scope="session")
+def gateway_factory():
+    """``start_gateway`` for tests that need a gateway of their own."""
+    return start_gateway

@@ -6,8 +6,10 @@ tiny training run, then everything that needs trained models.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -192,6 +194,52 @@ def test_a_stopped_service_gives_error_entries_while_others_answer(stack, digits
         assert services["torch"]["up"] is False and services["keras"]["up"] is True
     finally:
         torch.start()
+
+
+@pytest.fixture
+def slow_service():
+    """A real HTTP server on loopback that lists one model and answers /predict too late."""
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def _json(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._json({"models": [{"name": "slowpoke"}]} if self.path == "/models" else {"status": "ok"})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(3)
+            self._json({"predictions": []})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_slow_service_times_out_into_an_error_entry(stack, slow_service, digits, tmp_path, gateway_factory):
+    urls = {name: service.url for name, service in stack.services.items()} | {"slow": slow_service}
+    gateway = gateway_factory(urls, tmp_path, PREDICT_TIMEOUT_S="1")
+    try:
+        started = time.monotonic()
+        response = requests.post(gateway.url + "/predict", timeout=60, **upload(digits[0][0]))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        by_model = {p["model"]: p for p in response.json()["predictions"]}
+        assert "did not answer within 1 s" in by_model["slowpoke"]["error"]
+        assert sum("label" in p for p in by_model.values()) == 5
+        assert elapsed < 2.9  # the gateway did not wait for the slow service's 3 s
+    finally:
+        gateway.stop()
 
 
 def test_run_history_survives_a_gateway_restart(stack):

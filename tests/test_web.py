@@ -18,6 +18,14 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRAIN_TIMEOUT_MS = 600_000
 
 
+def wait_for_answer(page) -> None:
+    """Wait for the prediction cards; on failure say what the page's status line said."""
+    try:
+        page.wait_for_selector("#cards .card", timeout=30_000)
+    except Exception as exc:
+        raise AssertionError(f"no cards; status: {page.locator('#predict-status').inner_text()!r}") from exc
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
@@ -46,7 +54,6 @@ def page(browser, stack):
 
 def test_page_loads_offline_with_status_and_network(page, stack):
     # Every asset comes from the gateway itself: nothing external.
-    assert page.locator("#services li").first.is_visible()
     page.wait_for_selector("#services li[data-service='torch'].up")
     assert page.locator("#services li").count() == len(stack.services)
     page.wait_for_selector("#layer-tables table")
@@ -78,13 +85,38 @@ def test_draw_and_predict_shows_five_cards(page):
     page.mouse.move(box["x"] + 140, box["y"] + 240, steps=12)  # a "1"
     page.mouse.up()
     page.click("#predict")
-    page.wait_for_selector("#cards .card", timeout=30_000)
+    wait_for_answer(page)
     cards = page.locator("#cards .card")
     assert cards.count() == 5
     for card in cards.all():
         assert card.locator(".digit").inner_text().isdigit()
         assert "ms" in card.locator(".times").inner_text()
     assert "Consensus" in page.locator("#consensus").inner_text()
+
+
+def test_keyboard_alone_draws_and_predicts(page, digits, tmp_path):
+    # Listening from the start turns Chromium's file-chooser interception on before any key is pressed
+    # (expect_file_chooser would turn it on asynchronously, racing the key press).
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    page.focus("#pad")
+    for key in ["ArrowUp"] * 8 + ["ArrowDown"] * 16:  # a vertical stroke: a "1"
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    wait_for_answer(page)
+    assert page.locator("#cards .card").count() == 5
+    # The drop zone opens the file picker from the keyboard too.
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_bytes(digits[0][2]))
+    page.focus("#drop")
+    page.keyboard.press("Enter")
+    for _ in range(50):
+        if choosers:
+            break
+        page.wait_for_timeout(100)
+    assert choosers, "Enter on the drop zone did not open the file picker"
+    choosers[0].set_files(str(path))
+    page.wait_for_function("() => document.querySelector('#predict-status').textContent.includes('digit.png ready')")
 
 
 def test_upload_of_a_real_digit_wins_the_consensus(page, digits, tmp_path):
