@@ -125,7 +125,8 @@ class RunManager:
                     raise
                 self._update_model(run, model, status="waiting", error=str(exc))
                 time.sleep(2.0)
-        self._update_model(run, model, status="running", job_id=accepted["job_id"], error=None)
+        self._update_model(run, model, status="running", job_id=accepted["job_id"], error=None,
+                           started_at=time.time())
         while True:
             job = client.call("GET", accepted["status_url"], 30).body
             fields = {key: job.get(key) for key in JOB_FIELDS}
@@ -135,6 +136,7 @@ class RunManager:
                 self._update_model(
                     run, model, **fields, status=job["status"], error=job.get("error"),
                     test_accuracy=result.get("test_accuracy"), train_seconds=result.get("train_seconds"),
+                    finished_at=time.time(),
                 )
                 return
             self._update_model(run, model, **fields)

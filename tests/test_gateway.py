@@ -12,12 +12,15 @@ import json
 import threading
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
 from servekit.testing import assert_matches_openapi, png_bytes, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN = {"epochs": 1, "train_limit": 4000}
 
@@ -240,6 +243,30 @@ def test_a_slow_service_times_out_into_an_error_entry(stack, slow_service, digit
         assert elapsed < 2.9  # the gateway did not wait for the slow service's 3 s
     finally:
         gateway.stop()
+
+
+def test_cli_trains_in_parallel_and_writes_the_comparison(stack, all_models, tmp_path):
+    import subprocess
+
+    out = tmp_path / "results"
+    command = [str(ROOT / "scripts" / "compare"), "--gateway", stack.url, "--out", str(out), "--epochs", "1",
+               "--train-limit", "2000", "--parallel", "--requests", "10", "--fan-out-calls", "5"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for model in all_models:
+        assert model in result.stderr and "100%" in result.stderr  # a progress bar per model, finished
+        assert any(line.startswith(model) for line in result.stdout.splitlines())  # a table row per model
+    assert "gateway (all five)" in result.stdout
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert sorted(row["model"] for row in comparison["models"]) == all_models
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / "chart.svg").read_bytes()
+    latest = get(stack, "/runs").json()["runs"][0]
+    assert latest["parallel"] is True and latest["status"] == "succeeded"
+    spans = {m["service"]: (m["started_at"], m["finished_at"]) for m in latest["models"].values()}
+    overlapping = [(a, b) for a in spans for b in spans
+                   if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]]
+    assert overlapping, f"parallel run trained the services one after another: {spans}"
 
 
 def test_run_history_survives_a_gateway_restart(stack):
