@@ -134,7 +134,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
         predictions = service.predict(x, request.args.get("model"))
         for p in predictions:
             record_inference(p["model"], p["inference_ms"] / 1000.0, 1)
-        return jsonify(predictions=predictions, input=[[round(float(v), 4) for v in row] for row in x[0, :, :, 0]])
+        return jsonify(predictions=predictions)
 
     @app.get("/metrics")
     @documented(content="text/plain")

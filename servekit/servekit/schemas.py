@@ -55,4 +55,4 @@ EVALUATION = obj({"model": STRING, "accuracy": NUMBER, "loss": NUMBER, "samples"
 EVALUATE = obj({"results": array_of(EVALUATION)})
 PREDICTION = obj({"model": STRING, "label": {"type": "integer", "minimum": 0, "maximum": 9},
                   "probabilities": PROBABILITIES, "inference_ms": NUMBER}, {"framework": STRING})
-PREDICT = obj({"predictions": array_of(PREDICTION)}, {"input": PIXELS})
+PREDICT = obj({"predictions": array_of(PREDICTION)})
