@@ -56,7 +56,7 @@ contract-tests: install browser
 # The containers, for real, when a Docker engine is here or can be installed (as root, on these machines).
 DOCKER_SETUP := ../shared/docker/setup-engine.sh
 compose-smoke: $(VENVS)/dev/.installed
-	@if docker info >/dev/null 2>&1; then \
+	@if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then \
 		$(VENVS)/dev/bin/python scripts/compose_smoke.py; \
 	elif [ "$$(id -u)" = 0 ] && [ -f $(DOCKER_SETUP) ]; then \
 		bash $(DOCKER_SETUP) && $(VENVS)/dev/bin/python scripts/compose_smoke.py; \

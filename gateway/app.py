@@ -20,15 +20,16 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 
 from servekit.app import install_error_handlers
 from servekit.errors import ApiError, BadRequest
-from servekit.inputs import json_body, optional_int, predict_input, train_config
+from servekit.inputs import json_body, optional_int, optional_str, predict_input, train_config
 from servekit.metrics import GatewayMetrics
 from servekit.observability import REQUEST_ID_HEADER, instrument
 from servekit.openapi import build_openapi, documented
-from servekit.schemas import PREDICT_REQUEST
+from servekit.schemas import PREDICT_REQUEST, PROMOTED, VERSIONS
+from servekit.settings import PROMOTION_POLICIES
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
 from .chart import render_chart
-from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError
+from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError, as_api_error
 from .compare import build_comparison
 from .runs import RunManager
 from .schemas import (
@@ -57,7 +58,8 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     """The gateway app over the services in ``settings.service_urls``."""
     settings = settings or GatewaySettings.from_env()
     metrics = GatewayMetrics()
-    directory = ServiceDirectory(settings.service_urls, on_call=metrics.observe_backend_call)
+    directory = ServiceDirectory(settings.service_urls, on_call=metrics.observe_backend_call,
+                                 refresh_s=settings.discovery_refresh_s, trainer_urls=settings.trainer_urls)
     store = Store(settings.data_dir / "gateway.sqlite3")
     runs = RunManager(directory, store)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
@@ -84,8 +86,10 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     def services():
         """Every service and its models: up or not, ready, last trained, test accuracy."""
         statuses = [_service_status(name, r) for name, r in directory.fan_out(_status_of).items()]
+        details = directory.fan_out(lambda client: _replicas_and_trainer(directory, client))
         for status in statuses:
             status["url"] = directory.clients[status["name"]].url
+            status["replicas"], status["trainer"] = details[status["name"]]
         return jsonify(services=statuses)
 
     @app.post("/predict")
@@ -125,7 +129,10 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         if not isinstance(parallel, bool):
             raise BadRequest("'parallel' must be true or false")
         config = {k: v for k, v in train_config(body).to_dict().items() if v is not None}
-        run = runs.start(models, config, parallel)
+        promote = optional_str(body, "promote") or "always"
+        if promote not in PROMOTION_POLICIES:
+            raise BadRequest(f"'promote' must be one of {', '.join(PROMOTION_POLICIES)}, got {promote!r}")
+        run = runs.start(models, {**config, "promote": promote}, parallel)
         return jsonify(run_id=run["run_id"], status_url=f"/runs/{run['run_id']}", status=run["status"]), 202
 
     @app.get("/runs")
@@ -140,6 +147,27 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     def run_status(run_id: str):
         """One run: overall progress and every model's epoch, step, loss and results."""
         return jsonify(runs.get(run_id))
+
+    @app.get("/models/<name>/versions")
+    @documented(response=VERSIONS)
+    def model_versions(name: str):
+        """A model's kept versions with their meta and which one is promoted (asked of its trainer)."""
+        service = directory.owner(name)
+        try:
+            return jsonify(directory.trainer(service).call("GET", f"/models/{name}/versions", STATUS_TIMEOUT_S).body)
+        except ServiceError as exc:
+            raise as_api_error(exc) from None
+
+    @app.post("/models/<name>/versions/<int:version>/promote")
+    @documented(response=PROMOTED)
+    def promote_version(name: str, version: int):
+        """Serve this kept version of the model from now on (promotion or rollback); replicas follow."""
+        service = directory.owner(name)
+        path = f"/models/{name}/versions/{version}/promote"
+        try:
+            return jsonify(directory.trainer(service).call("POST", path, 30).body)
+        except ServiceError as exc:
+            raise as_api_error(exc) from None
 
     @app.post("/evaluate")
     @documented(request_body={"application/json": SELECTION}, response=EVALUATION_RECORD)
@@ -219,6 +247,26 @@ def _status_of(client: ServiceClient) -> tuple[dict, list[dict]]:
     return health, client.call("GET", "/models", STATUS_TIMEOUT_S).body["models"]
 
 
+def _replicas_and_trainer(directory: ServiceDirectory, client: ServiceClient) -> tuple[list[dict], dict | None]:
+    """Every replica of a service with the versions it serves, and its trainer, each asked directly."""
+    replicas = [_replica_status(client, replica.url) for replica in client.replicas()]
+    trainer = None
+    if directory.trainers is not directory.clients and client.name in directory.trainers:
+        trainer_client = directory.trainers[client.name]
+        trainer = _replica_status(trainer_client, trainer_client.url)
+    return replicas, trainer
+
+
+def _replica_status(client: ServiceClient, url: str) -> dict:
+    try:
+        health = client.call_replica(url, "GET", "/health", STATUS_TIMEOUT_S).body
+    except ServiceError as exc:
+        return {"url": url, "up": False, "error": str(exc)}
+    return {"url": url, "up": True, "served_by": health.get("served_by"), "role": health.get("role"),
+            "model_versions": health.get("model_versions", {}), "training": health.get("training"),
+            "workers": (health.get("threads") or {}).get("workers")}
+
+
 def _service_status(name: str, result) -> dict:
     if isinstance(result, Exception):
         return {"name": name, "up": False, "error": str(result), "models": []}
@@ -232,7 +280,8 @@ def _service_status(name: str, result) -> dict:
         "data_sha256": health.get("data_sha256"),
         "training": health.get("training"),
         "models": [
-            {key: m.get(key) for key in ("name", "ready", "params", "trained_at", "test_accuracy", "layers")}
+            {key: m.get(key) for key in ("name", "ready", "version", "params", "trained_at", "test_accuracy",
+                                         "layers")}
             for m in models
         ],
     }

@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import requests
 
 from .clients import ServiceClient, ServiceError
 
@@ -45,37 +44,36 @@ def benchmark_model(
     latencies: list[float] = []
     inference: list[float] = []
     errors: dict[str, int] = {}
+    replicas: dict[str, int] = {}  # replica address -> requests it answered
     lock = threading.Lock()
     issued = iter(range(requests_count))
     deadline = time.monotonic() + max_seconds
 
     def worker() -> None:
-        session = requests.Session()  # one keep-alive connection per concurrent caller
+        # The client's pooled keep-alive connections, spread over every replica of the service per request.
         for _ in issued:
             if time.monotonic() > deadline:
                 return
             started = time.perf_counter()
             try:
-                response = session.post(client.url + path, json=payload, timeout=timeout)
-                elapsed = (time.perf_counter() - started) * 1000.0
-                body = response.json()
-                ok = response.status_code == 200
-            except (requests.RequestException, ValueError) as exc:
-                elapsed, ok, body = 0.0, False, {"error": type(exc).__name__}
+                reply = client.call("POST", path, timeout, json=payload)
+                elapsed, error = (time.perf_counter() - started) * 1000.0, None
+            except ServiceError as exc:
+                error = str(exc)
             with lock:
-                if ok:
+                if error is None:
                     latencies.append(elapsed)
-                    inference.append(body["predictions"][0]["inference_ms"])
+                    inference.append(reply.body["predictions"][0]["inference_ms"])
+                    replicas[reply.replica] = replicas.get(reply.replica, 0) + 1
                 else:
-                    key = str(body.get("error", "error"))[:120]
-                    errors[key] = errors.get(key, 0) + 1
+                    errors[error[:120]] = errors.get(error[:120], 0) + 1
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for _ in range(concurrency):
             pool.submit(worker)
     wall = time.perf_counter() - started
-    return summarize(model, latencies, inference, errors, wall, concurrency)
+    return {**summarize(model, latencies, inference, errors, wall, concurrency), "replicas": replicas}
 
 
 def summarize(model: str, latencies: list[float], inference: list[float], errors: dict[str, int],

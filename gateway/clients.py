@@ -14,7 +14,11 @@ from requests.adapters import HTTPAdapter
 
 from servekit.errors import ApiError, NotFound
 
-POOL_SIZE = 32
+from .discovery import Replica, ReplicaSet, Resolver
+
+POOL_SIZE = 32  # keep-alive connections per replica
+POOL_HOSTS = 64  # replica addresses whose pools are kept
+CONNECT_TIMEOUT_S = 2.0
 STATUS_TIMEOUT_S = 3.0
 MODELS_TTL_S = 30.0
 
@@ -29,45 +33,133 @@ class ServiceError(Exception):
 
 @dataclass
 class Reply:
-    """A service's JSON answer and how long the HTTP round trip took."""
+    """A service's JSON answer, how long the HTTP round trip took, and the replica that gave it."""
 
     body: Any
     roundtrip_ms: float
+    replica: str = ""
 
 
 CallObserver = Callable[[str, str, float, bool], None]  # (service, path, seconds, ok)
 
 
-class ServiceClient:
-    """One framework service: a keep-alive session and JSON calls that raise ServiceError."""
+class _Unreachable(Exception):
+    """This replica gave no HTTP answer (refused, reset, closed, no route): the next replica may."""
 
-    def __init__(self, name: str, url: str, on_call: CallObserver | None = None):
-        self.name, self.url = name, url
+
+class ServiceClient:
+    """One framework service: its replicas, keep-alive connections to each, JSON calls that raise ServiceError.
+
+    Each request goes to the next replica in round-robin; one that cannot be connected to is taken out and
+    the request is sent to the next one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        urls: str | list[str],
+        on_call: CallObserver | None = None,
+        refresh_s: float = 5.0,
+        retry_down_s: float = 2.0,
+        resolver: Resolver | None = None,
+    ):
+        self.replica_set = ReplicaSet(name, urls, refresh_s, retry_down_s, resolver)
+        self.name, self.url = name, self.replica_set.base_urls[0]
         self.on_call = on_call or (lambda *args: None)
         self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE))
-        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE))
+        # One keep-alive pool per replica address (a pool per host), each as deep as the fan-out.
+        adapter = HTTPAdapter(pool_connections=POOL_HOSTS, pool_maxsize=POOL_SIZE)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def replicas(self) -> list[Replica]:
+        """The service's replicas as currently resolved, with their up/down state."""
+        return self.replica_set.replicas()
 
     def call(self, method: str, path: str, timeout: float, headers: dict | None = None, **kwargs) -> Reply:
-        """Send a request; the JSON body on 2xx, else ServiceError with the service's own message."""
+        """Send a request; the JSON body on 2xx, else ServiceError with the service's own message.
+
+        A replica that cannot be connected to is marked down and the request goes to the next one; a
+        timeout is raised (the replica may be doing the work), as is an error status (that is an answer).
+        """
         started = time.perf_counter()
         try:
             reply = self._call(method, path, timeout, headers, **kwargs)
         except ServiceError as exc:
-            self.on_call(self.name, path, time.perf_counter() - started, exc.status is not None and exc.status < 500)
+            self._observe(path, started, exc)
             raise
-        self.on_call(self.name, path, time.perf_counter() - started, True)
+        self._observe(path, started, None)
         return reply
+
+    def call_replica(self, replica_url: str, method: str, path: str, timeout: float, **kwargs) -> Reply:
+        """Send a request to one given replica (its URL as in ``replicas()``), without trying any other."""
+        started = time.perf_counter()
+        known = {r.url: r for r in self.replica_set.replicas()}
+        replica = known.get(replica_url.rstrip("/"), Replica(replica_url.rstrip("/")))
+        try:
+            reply = self._attempt(replica, method, path, timeout, **kwargs)
+        except _Unreachable as exc:
+            error = ServiceError(f"{self.name} is unreachable at {replica.url}: {exc}")
+            self._observe(path, started, error)
+            raise error from None
+        except ServiceError as exc:
+            self._observe(path, started, exc)
+            raise
+        self._observe(path, started, None)
+        return reply
+
+    def _observe(self, path: str, started: float, error: ServiceError | None) -> None:
+        ok = error is None or (error.status is not None and error.status < 500)
+        self.on_call(self.name, path, time.perf_counter() - started, ok)
 
     def _call(self, method: str, path: str, timeout: float, headers: dict | None, **kwargs) -> Reply:
         started = time.perf_counter()
+        order = self.replica_set.order()
+        tried, errors = [], []
+        for replica in order:
+            if tried and time.perf_counter() - started >= timeout:
+                break  # the caller's time is up (replicas that took the whole connect timeout each)
+            try:
+                return self._attempt(replica, method, path, timeout, headers=headers, **kwargs)
+            except _Unreachable as exc:
+                tried.append(replica.url)
+                errors.append(str(exc))
+        where = ", ".join(tried)
+        if len(order) > 1:
+            where += f" ({len(tried)} of {len(order)} replicas tried)"
+        addresses = {replica.url for replica in order}
+        resolved_from = [url for url in self.replica_set.base_urls if url not in addresses]
+        if resolved_from:
+            where += f", resolved from {', '.join(resolved_from)}"
+        raise ServiceError(f"{self.name} is unreachable at {where}: {', '.join(dict.fromkeys(errors))}")
+
+    def _attempt(self, replica: Replica, method: str, path: str, timeout: float, **kwargs) -> Reply:
+        """One request to one replica; _Unreachable when it gave no HTTP answer, so another replica may."""
+        started = time.perf_counter()
         try:
-            response = self.session.request(method, self.url + path, timeout=timeout, headers=headers, **kwargs)
+            # A connect that takes long means no replica there (a vanished container's address): the request
+            # was never sent, so the next replica gets it after a short wait rather than the whole timeout.
+            response = self.session.request(
+                method, replica.url + path, timeout=(min(timeout, CONNECT_TIMEOUT_S), timeout), **kwargs
+            )
+        except requests.ConnectTimeout:  # before requests.Timeout: it is also one
+            self.replica_set.mark_failed(replica, "ConnectTimeout")
+            raise _Unreachable("ConnectTimeout") from None
         except requests.Timeout:
-            raise ServiceError(f"{self.name} did not answer within {timeout:g} s") from None
+            # Not retried: the replica may still be doing the work (a train must not start twice), and the
+            # caller's time is spent anyway.
+            self.replica_set.mark_failed(replica, f"no answer within {timeout:g} s")
+            raise ServiceError(f"{self.name} did not answer within {timeout:g} s (at {replica.url})") from None
+        # Refused, no route, reset or closed before or while answering: the replica is gone, and the request
+        # goes to the next one (at worst run twice, like a client's own retry after a reset).
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            self.replica_set.mark_failed(replica, type(exc).__name__)
+            raise _Unreachable(type(exc).__name__) from None
         except requests.RequestException as exc:
-            raise ServiceError(f"{self.name} is unreachable at {self.url}: {type(exc).__name__}") from None
+            self.replica_set.mark_failed(replica, type(exc).__name__)
+            raise ServiceError(f"{self.name} failed at {replica.url}: {type(exc).__name__}") from None
         roundtrip_ms = (time.perf_counter() - started) * 1000.0
+        self.replica_set.mark_ok(replica)  # any HTTP answer, error statuses included, means it is up
         try:
             body = response.json()
         except ValueError:
@@ -76,14 +168,24 @@ class ServiceClient:
         if response.status_code >= 400:
             message = body.get("error") if isinstance(body, dict) else None
             raise ServiceError(f"{self.name}: {message or response.reason}", response.status_code)
-        return Reply(body, roundtrip_ms)
+        return Reply(body, roundtrip_ms, replica.url)
 
 
 class ServiceDirectory:
     """The services the gateway knows, and which of them serves which model."""
 
-    def __init__(self, service_urls: dict[str, str], on_call: CallObserver | None = None):
-        self.clients = {name: ServiceClient(name, url, on_call) for name, url in service_urls.items()}
+    def __init__(
+        self, service_urls: dict[str, str | list[str]], on_call: CallObserver | None = None, refresh_s: float = 5.0,
+        trainer_urls: dict[str, str | list[str]] | None = None,
+    ):
+        self.clients = {
+            name: ServiceClient(name, urls, on_call, refresh_s=refresh_s) for name, urls in service_urls.items()
+        }
+        # Without TRAINER_URLS the servers train too (ROLE=all, as `make run` starts them).
+        self.trainers = self.clients if trainer_urls is None else {
+            name: ServiceClient(f"{name}-trainer", urls, on_call, refresh_s=refresh_s)
+            for name, urls in trainer_urls.items()
+        }
         self._pool = ThreadPoolExecutor(max_workers=max(4, 4 * len(self.clients)), thread_name_prefix="fanout")
         self._models: dict[str, list[str]] = {}  # service -> model names, as last seen
         self._models_seen_at: dict[str, float] = {}
@@ -100,6 +202,16 @@ class ServiceDirectory:
             except Exception as exc:  # each service's failure is reported in its own entry
                 results[name] = exc
         return results
+
+    def trainer(self, service: str) -> ServiceClient:
+        """The client of the service's trainer; NotFound when TRAINER_URLS names none for it."""
+        if service not in self.trainers:
+            raise NotFound(f"no trainer is configured for {service}; set TRAINER_URLS")
+        return self.trainers[service]
+
+    def owner(self, model: str) -> str:
+        """The service that serves ``model``; NotFound for an unknown model."""
+        return next(iter(self.resolve([model])))
 
     def models_of(self, service: str, refresh: bool = False) -> list[str]:
         """The service's model names (cached for a while; the last known names when it is down)."""

@@ -39,6 +39,7 @@ def build_comparison(directory: ServiceDirectory, store: Store) -> dict:
                 "threads": health.get("threads", {}),
                 "params": model["params"],
                 "ready": model["ready"],
+                "version": model.get("version"),
                 "trained_at": model.get("trained_at"),
                 "training": training_summary(model.get("history") or [], model.get("config"),
                                              model.get("train_samples"), model.get("train_seconds")),
@@ -119,7 +120,7 @@ def _offline_rows(service: str, runs: dict[str, dict], benchmark: dict[str, dict
         history = entry.get("history") or []
         rows.append({
             "model": name, "service": service, "up": False, "framework": None, "framework_version": None,
-            "threads": {}, "params": None, "ready": False, "trained_at": None,
+            "threads": {}, "params": None, "ready": False, "version": entry.get("version"), "trained_at": None,
             "training": training_summary(history, None, None, entry.get("train_seconds")),
             "validation_accuracy": _last(history, "val_accuracy"),
             "test_accuracy": entry.get("test_accuracy"), "warmup_ms": None, "serving": _serving(benchmark.get(name)),

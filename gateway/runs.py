@@ -15,7 +15,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from servekit.errors import Conflict, NotFound
+from servekit.errors import ApiError, Conflict, NotFound
 
 from .clients import ServiceDirectory, ServiceError
 from .store import Store
@@ -109,12 +109,12 @@ class RunManager:
         for model in models:
             try:
                 self._train_model(run, service, model)
-            except ServiceError as exc:
+            except (ServiceError, ApiError) as exc:
                 self._update_model(run, model, status="failed", error=str(exc))
 
     def _train_model(self, run: dict, service: str, model: str) -> None:
-        client = self.directory.clients[service]
-        body = {"model": model, **run["config"]}
+        client = self.directory.trainer(service)
+        body = {"model": model, **run["config"], "run_id": run["run_id"]}
         deadline = time.monotonic() + BUSY_RETRY_S
         while True:
             try:
@@ -130,13 +130,14 @@ class RunManager:
         while True:
             job = client.call("GET", accepted["status_url"], 30).body
             fields = {key: job.get(key) for key in JOB_FIELDS}
-            if job["status"] in ("succeeded", "failed"):
+            if job["status"] in ("succeeded", "failed", "cancelled"):
                 result = job["results"].get(model, {})
                 fields["history"] = result.get("history", fields["history"])
                 self._update_model(
                     run, model, **fields, status=job["status"], error=job.get("error"),
                     test_accuracy=result.get("test_accuracy"), train_seconds=result.get("train_seconds"),
-                    finished_at=time.time(),
+                    version=result.get("version"), promoted=result.get("promoted"),
+                    promotion=result.get("promotion"), finished_at=time.time(),
                 )
                 return
             self._update_model(run, model, **fields)
@@ -165,7 +166,7 @@ class RunManager:
 
 
 def _fraction_done(entry: dict) -> float:
-    if entry["status"] in ("succeeded", "failed"):
+    if entry["status"] in ("succeeded", "failed", "cancelled"):
         return 1.0
     epochs, steps = entry.get("epochs") or 0, entry.get("steps_per_epoch") or 0
     if not epochs or not steps:

@@ -6,37 +6,31 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .discovery import parse_service_map
+
 DEFAULT_SERVICE_URLS = "keras=http://127.0.0.1:8001,torch=http://127.0.0.1:8002,tf=http://127.0.0.1:8003"
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    """SERVICE_URLS, GATEWAY_DATA_DIR, timeouts and limits."""
+    """SERVICE_URLS (servers), TRAINER_URLS, GATEWAY_DATA_DIR, timeouts, limits and discovery."""
 
-    service_urls: dict[str, str]
+    service_urls: dict[str, list[str]]
     data_dir: Path
     predict_timeout_s: float
     max_upload_bytes: int
+    trainer_urls: dict[str, list[str]] | None = None  # None: the servers also train (ROLE=all)
+    discovery_refresh_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
         env = os.environ
+        trainers = env.get("TRAINER_URLS", "").strip()
         return cls(
-            service_urls=parse_service_urls(env.get("SERVICE_URLS", DEFAULT_SERVICE_URLS)),
+            service_urls=parse_service_map(env.get("SERVICE_URLS", DEFAULT_SERVICE_URLS)),
             data_dir=Path(env.get("GATEWAY_DATA_DIR", "data/gateway")),
             predict_timeout_s=float(env.get("PREDICT_TIMEOUT_S", "5")),
             max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", 10 * 1024 * 1024)),
+            trainer_urls=parse_service_map(trainers) if trainers else None,
+            discovery_refresh_s=float(env.get("DISCOVERY_REFRESH_S", "5")),
         )
-
-
-def parse_service_urls(text: str) -> dict[str, str]:
-    """'keras=http://keras:8001,torch=http://torch:8002' -> {"keras": "http://keras:8001", ...}."""
-    services = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            raise ValueError(f"SERVICE_URLS entry {item!r} is not name=url")
-        services[name.strip()] = url.strip().rstrip("/")
-    return services

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Smoke test of the containers: build and start the compose stack for real, use it, tear it down.
 
-Builds and starts every image (`docker compose up --build`) under its own project
-name, waits until all are healthy, trains a tiny run through the gateway,
-predicts an uploaded PNG (five answers), restarts one service and sees its model
-still loaded, checks that no container runs as root, and removes everything,
-volumes included. Exits non-zero on the first failed check.
+Builds and starts every image (`docker compose up --build --scale torch=2`) under
+its own project name, waits until all are healthy, trains a tiny run through the
+gateway (on the trainers), sees both torch replicas converge on the new version
+and both answer, predicts an uploaded PNG (five answers), restarts a server and
+sees it serve the promoted version again, checks that no container runs as root,
+and removes everything, volumes included. Exits non-zero on the first failed check.
 
     .venvs/dev/bin/python scripts/compose_smoke.py      (make compose-smoke)
 """
@@ -28,7 +29,8 @@ from servekit.mnist import load_mnist  # noqa: E402
 from servekit.testing import free_port, png_bytes  # noqa: E402
 
 PROJECT = "mnistcmp-smoke"
-SERVICES = ("keras", "torch", "tf", "gateway")
+SERVICES = ("keras-trainer", "keras", "torch-trainer", "torch", "tf-trainer", "tf", "gateway")
+TORCH_REPLICAS = 2
 MODELS = 5
 
 
@@ -59,9 +61,19 @@ def all_healthy(env: dict) -> bool:
     output = compose("ps", "--format", "json", env=env, capture=True).stdout.strip()
     # Compose prints one JSON object per line (newer) or one JSON array (older).
     rows = json.loads(output) if output.startswith("[") else [json.loads(line) for line in output.splitlines()]
-    health = {row["Service"]: row.get("Health", "") for row in rows}
+    health = {row["Name"]: row.get("Health", "") for row in rows}
     print("  health:", health, flush=True)
-    return set(health) == set(SERVICES) and all(state == "healthy" for state in health.values())
+    services = {row["Service"] for row in rows}
+    torch_replicas = sum(row["Service"] == "torch" for row in rows)
+    return (services == set(SERVICES) and torch_replicas == TORCH_REPLICAS
+            and all(state == "healthy" for state in health.values()))
+
+
+def torch_replica_versions(gateway: str) -> dict:
+    """Each torch replica's address -> the torch version it serves, as the gateway's /services shows."""
+    services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
+    torch = next(s for s in services if s["name"] == "torch")
+    return {r["url"]: r.get("model_versions", {}).get("torch") for r in torch["replicas"]}
 
 
 def main() -> int:
@@ -77,37 +89,57 @@ def main() -> int:
     gateway = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     try:
-        compose("up", "--build", "--detach", env=env)
+        compose("up", "--build", "--detach", "--scale", f"torch={TORCH_REPLICAS}", env=env)
         print(f"built and started in {time.monotonic() - started:.0f} s", flush=True)
         wait_until("every container healthy", lambda: all_healthy(env), timeout=600, interval=5)
         services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
         assert all(s["up"] for s in services), services
         print("ok: all services healthy and reachable through the gateway")
 
+        replicas = torch_replica_versions(gateway)
+        assert len(replicas) == TORCH_REPLICAS, replicas
+        print(f"ok: the gateway found {TORCH_REPLICAS} torch replicas by DNS: {sorted(replicas)}")
+
         run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 3000}, timeout=30).json()["run_id"]
         run = wait_until("the training run to finish",
                          lambda: (r := requests.get(f"{gateway}/runs/{run_id}", timeout=10).json())["status"]
                          in ("succeeded", "failed") and r, timeout=900, interval=3)
         assert run["status"] == "succeeded", run
-        print("ok: tiny training run succeeded for", ", ".join(sorted(run["models"])))
+        versions = {name: entry.get("version") for name, entry in sorted(run["models"].items())}
+        print("ok: tiny training run succeeded on the trainers, versions", versions)
+
+        promoted_at = time.monotonic()
+        wait_until("every torch replica serving version 1",
+                   lambda: set(torch_replica_versions(gateway).values()) == {versions["torch"]}, timeout=120,
+                   interval=0.5)
+        print(f"ok: both torch replicas serve version {versions['torch']} "
+              f"({time.monotonic() - promoted_at:.1f} s after the run ended)")
 
         mnist = load_mnist(mnist_dir, mirrors=())
         files = {"image": ("seven.png", png_bytes(mnist.test.images[0]), "image/png")}
-        answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
-        labels = [p.get("label") for p in answer["predictions"]]
-        assert len(labels) == MODELS and None not in labels, answer
-        print(f"ok: five answers {labels}, consensus {answer['consensus']}")
+        served_by = set()
+        for _ in range(12):
+            answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
+            labels = [p.get("label") for p in answer["predictions"]]
+            assert len(labels) == MODELS and None not in labels, answer
+            served_by |= {p["served_by"] for p in answer["predictions"] if p["model"] == "torch"}
+        assert len(served_by) == TORCH_REPLICAS, served_by
+        print(f"ok: five answers {labels}, consensus {answer['consensus']}; torch answered by {sorted(served_by)}")
 
         compose("restart", "torch", env=env)
         wait_until("torch healthy again after its restart", lambda: all_healthy(env), timeout=300, interval=3)
-        torch = next(s for s in requests.get(f"{gateway}/services", timeout=10).json()["services"]
-                     if s["name"] == "torch")
-        assert torch["up"] and all(m["ready"] for m in torch["models"]), torch
-        print("ok: torch restarted with its checkpoint loaded")
+        wait_until("the restarted torch replicas serving the promoted version",
+                   lambda: set(torch_replica_versions(gateway).values()) == {versions["torch"]}, timeout=120)
+        print("ok: torch servers restarted and serve the promoted version from the repository")
 
         for service in SERVICES:
             uid = compose("exec", "-T", service, "id", "-u", env=env, capture=True).stdout.strip()
             assert uid != "0", f"{service} runs as root"
+        for replica in ("1", "2"):
+            mounts = compose("exec", "-T", "--index", replica, "torch", "touch", "/models/x", env=env, check=False,
+                             capture=True)
+            assert mounts.returncode != 0, "a server can write to the model repository"
+        print("ok: servers mount the model repository read-only")
         print("ok: no container runs as root")
         return 0
     finally:

@@ -26,10 +26,19 @@ SERVICES = {
 }
 
 
-def start_service(name: str, model_dir: Path) -> ServiceProcess:
-    """Start services/<name> under gunicorn on a free loopback port."""
-    env = {"MNIST_DIR": str(MNIST_DIR), "MODEL_DIR": str(model_dir), "INTRA_OP_THREADS": "2"}
+def start_service(name: str, model_dir: Path, **extra_env: str) -> ServiceProcess:
+    """Start services/<name> under gunicorn on a free loopback port (ROLE=all unless ``extra_env`` says)."""
+    env = {"MNIST_DIR": str(MNIST_DIR), "MODEL_REPOSITORY": str(model_dir), "INTRA_OP_THREADS": "2", **extra_env}
     return ServiceProcess(ROOT / "services" / name, ROOT / ".venvs" / name, env).start()
+
+
+def start_role(name: str, repository: Path, role: str, **extra_env: str) -> ServiceProcess:
+    """A trainer or server of services/<name> over a shared repository, polling it quickly; logs beside it."""
+    env = {"ROLE": role, "MODEL_POLL_S": "0.5", "CPU_LIMIT": "2", "INTRA_OP_THREADS": "", **extra_env}
+    process = ServiceProcess(ROOT / "services" / name, ROOT / ".venvs" / name,
+                             {"MNIST_DIR": str(MNIST_DIR), "MODEL_REPOSITORY": str(repository), **env})
+    process.log_path = repository.parent / f"{name}-{role}-{process.port}.log"
+    return process.start()
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +91,12 @@ def stack(tmp_path_factory):
 def all_models() -> list[str]:
     """Every model of every service, sorted."""
     return sorted(model for _, models in SERVICES.values() for model in models)
+
+
+@pytest.fixture(scope="session")
+def role_factory():
+    """``start_role`` for tests of the trainer and server roles."""
+    return start_role
 
 
 @pytest.fixture(scope="session")

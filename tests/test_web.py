@@ -91,6 +91,7 @@ def test_draw_and_predict_shows_five_cards(page):
     for card in cards.all():
         assert card.locator(".digit").inner_text().isdigit()
         assert "ms" in card.locator(".times").inner_text()
+        assert card.locator(".served").inner_text().startswith("version 1 · ")  # which version, which replica
     assert "Consensus" in page.locator("#consensus").inner_text()
 
 

@@ -159,7 +159,8 @@ function predictionCard(p) {
     el("div", { class: "digit", "aria-label": `predicts ${p.label}`, text: String(p.label) }),
     el("div", { class: "confidence", text: `${(best * 100).toFixed(1)}% sure` }),
     bars, labels,
-    el("div", { class: "times", text: `model ${p.inference_ms.toFixed(2)} ms · round trip ${p.roundtrip_ms.toFixed(1)} ms` }));
+    el("div", { class: "times", text: `model ${p.inference_ms.toFixed(2)} ms · round trip ${p.roundtrip_ms.toFixed(1)} ms` }),
+    el("div", { class: "served", text: `version ${p.model_version ?? "?"} · ${p.served_by || ""}` }));
 }
 
 function drawSeen(pixels) {
@@ -232,8 +233,14 @@ async function refreshServices() {
   $("#services").replaceChildren(...services.map((s) => {
     const ready = s.models.filter((m) => m.ready).length;
     const last = s.models.map((m) => m.trained_at).filter(Boolean).sort().pop();
+    const replicas = s.replicas || [];
+    const versions = [...new Set(replicas.flatMap((r) => Object.values(r.model_versions || {})).filter((v) => v != null))];
+    const fleet = replicas.length
+      ? `, ${replicas.filter((r) => r.up).length}/${replicas.length} replicas up${versions.length ? ` serving v${versions.join(", v")}` : ""}`
+      : "";
+    const training = s.training || (s.trainer && s.trainer.training);
     const text = s.up
-      ? `${s.name} (${s.framework} ${s.framework_version}): ${ready}/${s.models.length} models ready${last ? `, trained ${last.replace("T", " ").slice(0, 16)}` : ""}${s.training ? ", training…" : ""}`
+      ? `${s.name} (${s.framework} ${s.framework_version}): ${ready}/${s.models.length} models ready${last ? `, trained ${last.replace("T", " ").slice(0, 16)}` : ""}${fleet}${training ? ", training…" : ""}`
       : `${s.name}: down`;
     return el("li", { class: s.up ? "up" : "down", "data-service": s.name, text });
   }));

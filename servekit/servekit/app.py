@@ -1,8 +1,15 @@
 """The Flask app factory every framework service is built with.
 
-``create_app([BackendA, BackendB], info)`` gives a service the whole contract of
-DESIGN.md: health, models, training jobs, evaluation, prediction, the Open
-Inference Protocol, Prometheus metrics and an OpenAPI document.
+``create_app([BackendA, BackendB], info, settings)`` gives a service the
+contract of DESIGN.md for its ``ROLE``:
+
+- ``server``: /predict, /evaluate, the Open Inference Protocol, from the
+  promoted versions of the model repository, hot-swapped as they change;
+- ``trainer``: training jobs that write new versions, promotion and rollback;
+- ``all``: both in one process (``make run``, the contract tests).
+
+Every role answers /health, /models, /models/<name>/versions, /metrics and
+/openapi.json. A route of the other role answers 409 with where to go instead.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .backend import Backend, FrameworkInfo
-from .errors import ApiError
+from .errors import ApiError, Conflict
 from .inference_protocol import inference_protocol_blueprint
 from .inputs import json_body, optional_int, optional_str, predict_input, train_config
 from .metrics import ServiceMetrics
+from .models import describe
 from .observability import instrument
 from .openapi import build_openapi, documented
 from .schemas import (
@@ -28,13 +36,19 @@ from .schemas import (
     MODELS,
     PREDICT,
     PREDICT_REQUEST,
+    PROMOTED,
     TRAIN_ACCEPTED,
     TRAIN_REQUEST,
+    VERSIONS,
 )
 from .service import ModelService
+from .serving import Serving
 from .settings import Settings
+from .training import Trainer
+from .watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
+
 
 def install_error_handlers(app: Flask) -> None:
     """Every error becomes JSON ``{"error": ...}`` with the contract's status; never an HTML page."""
@@ -58,7 +72,7 @@ def install_error_handlers(app: Flask) -> None:
 
 
 def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settings: Settings | None = None) -> Flask:
-    """A Flask app serving the given models of one framework."""
+    """A Flask app serving (and/or training, by ``settings.role``) the given models of one framework."""
     settings = settings or Settings.from_env()
     service = ModelService(backend_classes, info, settings)
     metrics = ServiceMetrics()
@@ -66,43 +80,140 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["model_service"] = service
     install_error_handlers(app)
+    instrument(app, metrics)
 
+    serving = watcher = trainer = None
+    if settings.serves:
+        serving = Serving(service)
+        watcher = RepositoryWatcher(service.repository, service.models, settings.model_poll_s)
+        watcher.sync()  # serve what is promoted from the first request on
+        watcher.start()
+        app.extensions["repository_watcher"] = watcher
+    if settings.trains:
+        # In one process (ROLE=all) a promotion is installed at once instead of at the next poll.
+        trainer = Trainer(service, on_promoted=watcher.sync if watcher else None)
+
+    _register_common_routes(app, service, metrics, trainer, watcher)
+    if serving:
+        _register_serving_routes(app, service, serving, metrics)
+    else:
+        _refuse(app, ["/predict", "/evaluate"], "POST", f"this is the {info.framework} trainer; predictions and "
+                "evaluations are answered by the server replicas (ROLE=server)")
+    if trainer:
+        _register_training_routes(app, trainer)
+    else:
+        where = f" at {settings.trainer_url}" if settings.trainer_url else " (ROLE=trainer)"
+        message = f"this is a {info.framework} server replica; training and promotion run on the trainer{where}"
+        _refuse(app, ["/train", "/train/<job_id>/cancel", "/models/<name>/versions/<int:version>/promote"],
+                "POST", message)
+        _refuse(app, ["/train", "/train/<job_id>"], "GET", message)
+    return app
+
+
+def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceMetrics, trainer: Trainer | None,
+                            watcher: RepositoryWatcher | None) -> None:
+    info, settings = service.info, service.settings
+
+    @app.get("/health")
+    @documented(response=HEALTH)
+    def health():
+        """Liveness plus what this service runs: role, framework, version, data hash, threads, model versions."""
+        active = trainer.jobs.active() if trainer else None
+        return jsonify(
+            status="ok",
+            role=settings.role,
+            served_by=settings.served_by,
+            framework=info.framework,
+            framework_version=info.version,
+            data_sha256=service.data.sha256 if service.data else None,
+            data_error=service.data_error,
+            threads={**info.threads, "workers": settings.workers, "cpu_limit": settings.cpu_limit},
+            versions=info.versions,
+            models={entry["name"]: entry["ready"] for entry in _model_entries(service, watcher)},
+            model_versions={entry["name"]: entry["version"] for entry in _model_entries(service, watcher)},
+            training=active.job_id if active else None,
+        )
+
+    @app.get("/models")
+    @documented(response=MODELS)
+    def models():
+        """Every model: readiness, version, parameter count, layer table, last training and test accuracy."""
+        return jsonify(models=_model_entries(service, watcher))
+
+    @app.get("/models/<name>/versions")
+    @documented(response=VERSIONS)
+    def versions(name: str):
+        """The kept versions of a model, newest first, with their meta, and which one is promoted."""
+        served = service.select(name)[0]
+        listing = service.repository.describe(served.name)
+        return jsonify({**listing, "serving": served.version if watcher else None})
+
+    @app.get("/metrics")
+    @documented(content="text/plain")
+    def prometheus_metrics():
+        """Prometheus text-format metrics (per gunicorn worker when a server runs several)."""
+        active = trainer.jobs.active() if trainer else None
+        metrics.training_epoch.set(active.epoch if active else 0)
+        metrics.training_step.set(active.step if active else 0)
+        for entry in _model_entries(service, watcher):
+            metrics.model_ready.labels(entry["name"]).set(1 if entry["ready"] else 0)
+            if entry["version"] is not None:
+                metrics.model_version.labels(entry["name"]).set(entry["version"])
+            if entry.get("test_accuracy") is not None:
+                metrics.model_accuracy.labels(entry["name"]).set(entry["test_accuracy"])
+        if trainer:
+            states = {}
+            for job in trainer.jobs.jobs():
+                states[job.status] = states.get(job.status, 0) + 1
+            for state in ("queued", "running", "succeeded", "failed", "cancelled"):
+                metrics.training_jobs.labels(state).set(states.get(state, 0))
+        return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/openapi.json")
+    def openapi():
+        """This service's OpenAPI 3 document, generated from its routes."""
+        return jsonify(build_openapi(app, f"{info.framework} model service ({settings.role})", info.version))
+
+
+def _register_serving_routes(app: Flask, service: ModelService, serving: Serving, metrics: ServiceMetrics) -> None:
     def record_inference(model: str, seconds: float, count: int) -> None:
         metrics.inference_seconds.labels(model).observe(seconds)
         metrics.predictions.labels(model).inc(count)
 
     app.register_blueprint(inference_protocol_blueprint(service, record_inference))
 
-    instrument(app, metrics)
+    @app.post("/evaluate")
+    @documented(request_body={"application/json": EVALUATE_REQUEST}, response=EVALUATE)
+    def evaluate():
+        """Test-split accuracy and loss of one (``model``) or every model's serving version."""
+        body = json_body(request)
+        limit = optional_int(body, "limit", 1, 10_000)
+        return jsonify(results=serving.evaluate(optional_str(body, "model"), limit))
 
-    @app.get("/health")
-    @documented(response=HEALTH)
-    def health():
-        """Liveness plus what this service runs: framework, version, data hash, threads."""
-        return jsonify(
-            status="ok",
-            framework=info.framework,
-            framework_version=info.version,
-            data_sha256=service.data.sha256 if service.data else None,
-            data_error=service.data_error,
-            threads=info.threads,
-            versions=info.versions,
-            models={name: served.ready for name, served in service.models.items()},
-            training=service.jobs.active().job_id if service.jobs.active() else None,
-        )
+    @app.post("/predict")
+    @documented(request_body=PREDICT_REQUEST, response=PREDICT)
+    def predict():
+        """Predict one digit (uploaded image or JSON pixels) with every model, or ``?model=``."""
+        x = predict_input(request)
+        predictions = serving.predict(x, request.args.get("model"))
+        for p in predictions:
+            record_inference(p["model"], p["inference_ms"] / 1000.0, 1)
+        return jsonify(predictions=predictions)
 
-    @app.get("/models")
-    @documented(response=MODELS)
-    def models():
-        """Every model: readiness, parameter count, layer table, last training and test accuracy."""
-        return jsonify(models=[served.to_dict() for served in service.models.values()])
 
+def _register_training_routes(app: Flask, trainer: Trainer) -> None:
     @app.post("/train")
     @documented(request_body={"application/json": TRAIN_REQUEST}, response=TRAIN_ACCEPTED, status=202)
     def train():
-        """Start a background training job for one model (``model``) or all of them in turn."""
+        """Start a background training job for one model (``model``) or all of them in turn.
+
+        ``promote``: ``always`` (default), ``if_better`` or ``never``.
+        """
         body = json_body(request)
-        accepted = service.start_training(optional_str(body, "model"), train_config(body))
+        accepted = trainer.start_training(
+            optional_str(body, "model"), train_config(body), optional_str(body, "promote") or "always",
+            optional_str(body, "run_id"),
+        )
         job_id = accepted["job_id"]
         return jsonify(job_id=job_id, status_url=f"/train/{job_id}", status=accepted["status"]), 202
 
@@ -110,53 +221,45 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
     @documented(response=JOBS)
     def list_jobs():
         """All training jobs this process remembers, newest first."""
-        return jsonify(jobs=[job.to_dict() for job in reversed(service.jobs.jobs())])
+        return jsonify(jobs=[job.to_dict() for job in reversed(trainer.jobs.jobs())])
 
     @app.get("/train/<job_id>")
     @documented(response=JOB)
     def job_status(job_id: str):
         """Status and progress of one training job."""
-        return jsonify(service.jobs.get(job_id).to_dict())
+        return jsonify(trainer.jobs.get(job_id).to_dict())
 
-    @app.post("/evaluate")
-    @documented(request_body={"application/json": EVALUATE_REQUEST}, response=EVALUATE)
-    def evaluate():
-        """Test-split accuracy and loss of one (``model``) or every model."""
-        body = json_body(request)
-        limit = optional_int(body, "limit", 1, 10_000)
-        return jsonify(results=service.evaluate(optional_str(body, "model"), limit))
+    @app.post("/train/<job_id>/cancel")
+    @documented(response=JOB, status=202)
+    def cancel_job(job_id: str):
+        """Stop a queued or running job at its next step; it writes no version."""
+        return jsonify(trainer.jobs.cancel(job_id).to_dict()), 202
 
-    @app.post("/predict")
-    @documented(request_body=PREDICT_REQUEST, response=PREDICT)
-    def predict():
-        """Predict one digit (uploaded image or JSON pixels) with every model, or ``?model=``."""
-        x = predict_input(request)
-        predictions = service.predict(x, request.args.get("model"))
-        for p in predictions:
-            record_inference(p["model"], p["inference_ms"] / 1000.0, 1)
-        return jsonify(predictions=predictions)
+    @app.post("/models/<name>/versions/<int:version>/promote")
+    @documented(response=PROMOTED)
+    def promote(name: str, version: int):
+        """Serve this kept version of the model from now on (promotion or rollback)."""
+        return jsonify(trainer.promote(name, version))
 
-    @app.get("/metrics")
-    @documented(content="text/plain")
-    def prometheus_metrics():
-        """Prometheus text-format metrics."""
-        active = service.jobs.active()
-        metrics.training_epoch.set(active.epoch if active else 0)
-        metrics.training_step.set(active.step if active else 0)
-        for name, served in service.models.items():
-            metrics.model_ready.labels(name).set(1 if served.ready else 0)
-            if served.meta.get("test_accuracy") is not None:
-                metrics.model_accuracy.labels(name).set(served.meta["test_accuracy"])
-        states = {}
-        for job in service.jobs.jobs():
-            states[job.status] = states.get(job.status, 0) + 1
-        for state in ("queued", "running", "succeeded", "failed"):
-            metrics.training_jobs.labels(state).set(states.get(state, 0))
-        return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
-    @app.get("/openapi.json")
-    def openapi():
-        """This service's OpenAPI 3 document, generated from its routes."""
-        return jsonify(build_openapi(app, f"{info.framework} model service", info.version))
+def _refuse(app: Flask, rules: list[str], method: str, message: str) -> None:
+    """Routes of the other role: a 409 that says where to go, instead of a bare 404."""
 
-    return app
+    def refused(**_):
+        raise Conflict(message)
+
+    refused.__doc__ = f"Not on this role: 409. {message}."
+    for rule in rules:
+        app.add_url_rule(rule, endpoint=f"refused {method} {rule}", view_func=refused, methods=[method])
+
+
+def _model_entries(service: ModelService, watcher: RepositoryWatcher | None) -> list[dict]:
+    """/models entries: what a server serves, or (on a trainer) what the repository promotes."""
+    if watcher:
+        return [served.to_dict() for served in service.models.values()]
+    entries = []
+    for served in service.models.values():
+        version = service.repository.promoted(served.name)
+        meta = service.repository.meta(served.name, version) if version is not None else {}
+        entries.append(describe(served, meta, version, ready=version is not None, warmup_ms=None))
+    return entries

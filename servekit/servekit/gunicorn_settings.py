@@ -1,16 +1,19 @@
 """gunicorn settings shared by every service (each service's gunicorn.conf.py imports them).
 
-One worker process: the model lives in that process's memory, and a training
-job runs in a background thread of the same process, so that it can swap the
-newly trained model in for the requests that follow. Several workers would
-each hold (and train) their own copy. Threads (gthread) let /predict, /train
-status and /metrics answer while a training job keeps a core busy.
+A trainer (or ``ROLE=all``) runs one worker: its training job runs in a
+background thread of that process and the job's status lives in its memory.
+A server runs ``SERVER_WORKERS`` workers; each loads the promoted version from
+the model repository and watches it on its own, so workers need no shared
+memory. Threads (gthread) let /predict, /train status and /metrics answer
+while a training job keeps a core busy.
 """
 
 import os
 
+from servekit.settings import server_workers
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = 1
+workers = server_workers()
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 120  # an evaluation of the whole test set may hold a request for a while

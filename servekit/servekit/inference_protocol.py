@@ -10,7 +10,8 @@ from flask import Blueprint, jsonify, request
 
 from .errors import BadRequest
 from .inputs import json_body
-from .service import ModelService, timed_predict
+from .service import ModelService
+from .serving import timed_predict
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -40,9 +41,11 @@ def inference_protocol_blueprint(service: ModelService, on_inference) -> Bluepri
     def model_metadata(name: str):
         """Model metadata: platform, input and output tensors."""
         served = service.select(name)[0]
+        kept = service.repository.versions(served.name)
         return jsonify(
             name=served.name,
-            versions=["1"],
+            versions=[str(v) for v in kept] or ([str(served.version)] if served.version else []),
+            serving_version=None if served.version is None else str(served.version),
             platform=f"{served.framework}_{service.info.version}",
             inputs=[{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 28, 28, 1]}],
             outputs=[{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 10]}],
@@ -60,12 +63,12 @@ def inference_protocol_blueprint(service: ModelService, on_inference) -> Bluepri
         served = service.select(name)[0]
         body = json_body(request, required=True, any_content_type=True)
         x = _input_tensor(body, service.settings.max_infer_batch)
-        backend = served.serving()
-        probabilities, inference_ms = timed_predict(backend, x)
+        installed = served.current()
+        probabilities, inference_ms = timed_predict(installed.backend, x)
         on_inference(served.name, inference_ms / 1000.0, len(x))
         response = {
             "model_name": served.name,
-            "model_version": "1",
+            "model_version": str(installed.version),
             "outputs": [
                 {
                     "name": OUTPUT_NAME,

@@ -1,8 +1,9 @@
 """Background training jobs: one at a time per service, with live progress.
 
 A job trains one or more models in turn. Its status (queued, running,
-succeeded, failed), the current model's epoch and step, and each model's
-history are readable at any time; finished jobs stay readable.
+succeeded, failed, cancelled), the current model's epoch and step, and each
+model's history are readable at any time; finished jobs stay readable. A
+cancelled job stops at its next training step and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from .errors import Conflict, NotFound
 log = logging.getLogger(__name__)
 
 MAX_KEPT_JOBS = 200
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class JobCancelled(BaseException):
+    """Raised inside the training loop when the job was cancelled.
+
+    A BaseException, so that the per-model ``except Exception`` that lets the
+    next model train after a failure does not swallow a cancellation.
+    """
 
 
 class TrainingJob:
@@ -42,7 +52,17 @@ class TrainingJob:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.results: dict[str, dict] = {m: {"status": "queued", "history": []} for m in self.models}
+        self.cancel_requested = False
         self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next step (a no-op once it has finished)."""
+        self.cancel_requested = True
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the job was asked to stop."""
+        if self.cancel_requested:
+            raise JobCancelled()
 
     # Progress interface, called from the training thread.
     def begin_model(self, model: str) -> None:
@@ -105,6 +125,7 @@ class _ProgressAdapter:
 
     def step(self, step: int, loss: float, accuracy: float) -> None:
         self._job.step_done(step, loss, accuracy)
+        self._job.check_cancelled()  # every backend reports each step: where a cancel takes effect
 
     def end_epoch(self, record: EpochRecord) -> None:
         self._job.end_epoch(record)
@@ -149,6 +170,14 @@ class JobRunner:
             raise NotFound(f"no training job {job_id!r}; POST /train starts one")
         return job
 
+    def cancel(self, job_id: str) -> TrainingJob:
+        """Ask a job to stop; Conflict (409) when it has already finished."""
+        job = self.get(job_id)
+        if job.status in FINISHED:
+            raise Conflict(f"training job {job_id} has already {job.status}")
+        job.cancel()
+        return job
+
     def active(self) -> TrainingJob | None:
         """The queued or running job, if any."""
         return self._active
@@ -160,8 +189,15 @@ class JobRunner:
     def _run(self, job: TrainingJob, work: Callable[[TrainingJob], None]) -> None:
         job.status, job.started_at = "running", time.time()
         try:
+            job.check_cancelled()
             work(job)
             job.status = "succeeded"
+        except JobCancelled:
+            log.info("training job %s cancelled", job.job_id)
+            job.error, job.status = "cancelled on request", "cancelled"
+            for result in job.results.values():
+                if result["status"] in ("queued", "running"):
+                    result["status"] = "cancelled"
         except Exception as exc:  # a failed job reports why; the service keeps running
             log.exception("training job %s failed", job.job_id)
             job.error, job.status = f"{type(exc).__name__}: {exc}", "failed"

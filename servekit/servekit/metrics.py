@@ -1,9 +1,10 @@
 """Prometheus metrics: HTTP requests for every app, model and training state for services.
 
 One registry per app, so that several apps in one process (tests) stay apart.
-gunicorn runs a single worker per service and for the gateway (see
-gunicorn_settings.py), so the in-process registry is the whole truth and the
-multiprocess mode of prometheus-client is not needed.
+The gateway and a trainer run one gunicorn worker, so their in-process
+registry is the whole truth. A server with several workers (SERVER_WORKERS)
+answers /metrics from whichever worker took the request; its counters are that
+worker's (the ``served_by`` and the scrape target tell replicas apart).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class ServiceMetrics(RequestMetrics):
             "model_predictions", "Images predicted, by model", ["model"], registry=self.registry,
         )
         self.model_ready = Gauge("model_ready", "1 when the model can serve", ["model"], registry=self.registry)
+        self.model_version = Gauge(
+            "model_version", "Repository version of the served (or promoted) model", ["model"], registry=self.registry,
+        )
         self.model_accuracy = Gauge(
             "model_test_accuracy", "Test accuracy of the served model", ["model"], registry=self.registry,
         )

@@ -1,22 +1,33 @@
-"""A model as the service holds it: its backend class, its layer table and the instance now serving."""
+"""A model as a service holds it: its backend class, its layer table and the version now serving."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .backend import Backend
-from .checkpoints import CheckpointStore
 from .errors import NotReady
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Installed:
+    """One loaded, warmed-up version: swapped in as a whole, so a request never sees half of a swap."""
+
+    backend: Backend
+    version: int | None
+    meta: dict
+    warmup_ms: float
+
+
 class ServedModel:
-    """One named model: what it is (layers, params) and what currently answers for it."""
+    """One named model: what it is (layers, params) and which version currently answers for it."""
 
     def __init__(self, backend_class: type[Backend]):
         self.backend_class = backend_class
@@ -25,24 +36,36 @@ class ServedModel:
         self.framework: str = blueprint.framework
         self.layers = blueprint.layers()
         self.params = sum(layer.params for layer in self.layers)
-        self.meta: dict = {}
-        self.warmup_ms: float | None = None
-        self._serving: Backend | None = None
+        self._installed: Installed | None = None
         self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
-        return self._serving is not None
+        return self._installed is not None
+
+    @property
+    def version(self) -> int | None:
+        installed = self._installed
+        return installed.version if installed else None
+
+    @property
+    def meta(self) -> dict:
+        installed = self._installed
+        return installed.meta if installed else {}
+
+    def current(self) -> Installed:
+        """The version that answers requests; NotReady (503) before any is loaded."""
+        installed = self._installed
+        if installed is None:
+            raise NotReady(f"model {self.name!r} is not trained yet; POST /train first")
+        return installed
 
     def serving(self) -> Backend:
         """The trained instance that answers requests; NotReady (503) before any training."""
-        backend = self._serving
-        if backend is None:
-            raise NotReady(f"model {self.name!r} is not trained yet; POST /train first")
-        return backend
+        return self.current().backend
 
-    def install(self, backend: Backend, meta: dict) -> None:
-        """Warm up a newly trained (or loaded) instance, then swap it in; requests in flight finish on the old one.
+    def install(self, backend: Backend, meta: dict, version: int | None = None) -> None:
+        """Warm up a trained (or loaded) instance, then swap it in; requests in flight finish on the old one.
 
         The warm-up call (graph tracing, first-call allocations) is timed and
         reported apart, so that no request pays for it and steady-state
@@ -50,42 +73,40 @@ class ServedModel:
         """
         started = time.perf_counter()
         backend.predict(np.zeros((1, 28, 28, 1), np.float32))
-        self.warmup_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        warmup_ms = round((time.perf_counter() - started) * 1000.0, 3)
         with self._lock:
-            self._serving, self.meta = backend, meta
+            self._installed = Installed(backend, version, meta, warmup_ms)
 
-    def load_checkpoint(self, store: CheckpointStore) -> bool:
-        """Serve the stored checkpoint, if there is a readable one."""
-        found = store.current(self.name)
-        if found is None:
-            return False
-        folder, meta = found
-        try:
-            backend = self.backend_class()
-            backend.load(folder)
-        except Exception:  # a damaged checkpoint must not keep the service from starting
-            log.exception("could not load the checkpoint of %s from %s", self.name, folder)
-            return False
-        self.install(backend, meta)
-        log.info("loaded %s from %s", self.name, folder)
-        return True
+    def load(self, folder: Path, meta: dict, version: int) -> None:
+        """Load a version's weights into a fresh instance, warm it up and swap it in."""
+        backend = self.backend_class()
+        backend.load(folder)
+        self.install(backend, meta, version)
+        log.info("serving %s version %s from %s", self.name, version, folder)
 
     def to_dict(self) -> dict:
         """The /models entry of this model."""
-        meta = self.meta
-        return {
-            "name": self.name,
-            "framework": self.framework,
-            "ready": self.ready,
-            "params": self.params,
-            "layers": [layer.to_dict() for layer in self.layers],
-            "trained_at": meta.get("trained_at"),
-            "test_accuracy": meta.get("test_accuracy"),
-            "test_loss": meta.get("test_loss"),
-            "train_seconds": meta.get("train_seconds"),
-            "train_samples": meta.get("train_samples"),
-            "warmup_ms": self.warmup_ms,
-            "config": meta.get("config"),
-            "history": meta.get("history", []),
-            "data_sha256": meta.get("data_sha256"),
-        }
+        installed = self._installed
+        return describe(self, installed.meta if installed else {}, installed.version if installed else None,
+                        ready=installed is not None, warmup_ms=installed.warmup_ms if installed else None)
+
+
+def describe(model: ServedModel, meta: dict, version: int | None, ready: bool, warmup_ms: float | None) -> dict:
+    """A /models entry: what the model is, and the meta of the version it names."""
+    return {
+        "name": model.name,
+        "framework": model.framework,
+        "ready": ready,
+        "version": version,
+        "params": model.params,
+        "layers": [layer.to_dict() for layer in model.layers],
+        "trained_at": meta.get("trained_at"),
+        "test_accuracy": meta.get("test_accuracy"),
+        "test_loss": meta.get("test_loss"),
+        "train_seconds": meta.get("train_seconds"),
+        "train_samples": meta.get("train_samples"),
+        "warmup_ms": warmup_ms,
+        "config": meta.get("config"),
+        "history": meta.get("history", []),
+        "data_sha256": meta.get("data_sha256"),
+    }

@@ -32,6 +32,7 @@ EPOCH = obj({"epoch": INTEGER, "loss": NUMBER, "accuracy": NUMBER, "val_loss": N
 TRAIN_REQUEST = obj({}, {
     "model": STRING, "epochs": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
     "learning_rate": NUMBER, "seed": INTEGER, "train_limit": {"type": "integer", "minimum": 1},
+    "promote": {"type": "string", "enum": ["always", "if_better", "never"]}, "run_id": STRING,
 })
 EVALUATE_REQUEST = obj({}, {"model": STRING, "limit": {"type": "integer", "minimum": 1}})
 PREDICT_REQUEST = {
@@ -41,18 +42,27 @@ PREDICT_REQUEST = {
 
 # ---- service responses ----
 HEALTH = obj({"status": STRING, "framework": STRING, "framework_version": STRING,
-              "data_sha256": NULLABLE_STRING, "threads": {"type": "object"}})
+              "data_sha256": NULLABLE_STRING, "threads": {"type": "object"}},
+             {"role": {"type": "string", "enum": ["all", "trainer", "server"]}, "served_by": STRING,
+              "model_versions": {"type": "object"}})
+NULLABLE_INTEGER = {"type": "integer", "nullable": True}
 MODEL = obj({"name": STRING, "ready": {"type": "boolean"}, "params": INTEGER, "layers": array_of(LAYER),
              "trained_at": NULLABLE_STRING, "test_accuracy": NULLABLE_NUMBER},
-            {"history": array_of(EPOCH), "framework": STRING})
+            {"history": array_of(EPOCH), "framework": STRING, "version": NULLABLE_INTEGER})
 MODELS = obj({"models": array_of(MODEL)})
 TRAIN_ACCEPTED = obj({"job_id": STRING, "status_url": STRING, "status": STRING})
 JOB = obj({"job_id": STRING, "model": NULLABLE_STRING, "status": {"type": "string",
-           "enum": ["queued", "running", "succeeded", "failed"]}, "epoch": INTEGER, "epochs": INTEGER,
+           "enum": ["queued", "running", "succeeded", "failed", "cancelled"]}, "epoch": INTEGER, "epochs": INTEGER,
            "step": INTEGER, "steps_per_epoch": INTEGER, "history": array_of(EPOCH), "error": NULLABLE_STRING})
 JOBS = obj({"jobs": array_of(JOB)})
 EVALUATION = obj({"model": STRING, "accuracy": NUMBER, "loss": NUMBER, "samples": INTEGER, "seconds": NUMBER})
 EVALUATE = obj({"results": array_of(EVALUATION)})
 PREDICTION = obj({"model": STRING, "label": {"type": "integer", "minimum": 0, "maximum": 9},
-                  "probabilities": PROBABILITIES, "inference_ms": NUMBER}, {"framework": STRING})
+                  "probabilities": PROBABILITIES, "inference_ms": NUMBER},
+                 {"framework": STRING, "model_version": NULLABLE_INTEGER, "served_by": STRING})
 PREDICT = obj({"predictions": array_of(PREDICTION)})
+VERSION = obj({"version": INTEGER, "promoted": BOOLEAN}, {"test_accuracy": NULLABLE_NUMBER,
+                                                          "created_at": NULLABLE_STRING})
+VERSIONS = obj({"model": STRING, "promoted": NULLABLE_INTEGER, "versions": array_of(VERSION)},
+               {"previous": NULLABLE_INTEGER, "serving": NULLABLE_INTEGER})
+PROMOTED = obj({"model": STRING, "version": INTEGER}, {"previous": NULLABLE_INTEGER, "promoted_at": STRING})

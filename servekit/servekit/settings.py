@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+ROLES = ("all", "trainer", "server")
+PROMOTION_POLICIES = ("always", "if_better", "never")
 
 
 @dataclass(frozen=True)
@@ -13,22 +17,72 @@ class Settings:
 
     port: int
     mnist_dir: Path
-    model_dir: Path
+    model_repository: Path
     max_upload_bytes: int
     intra_op_threads: int
     inter_op_threads: int
     max_infer_batch: int
+    role: str = "all"
+    keep_versions: int = 5
+    model_poll_s: float = 2.0
+    workers: int = 1
+    cpu_limit: int = 1
+    served_by: str = ""
+    trainer_url: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.role in ("all", "trainer")
+
+    @property
+    def serves(self) -> bool:
+        return self.role in ("all", "server")
 
     @classmethod
     def from_env(cls, default_port: int = 8000) -> Settings:
-        """Read PORT, MNIST_DIR, MODEL_DIR, MAX_UPLOAD_BYTES, *_THREADS, MAX_INFER_BATCH."""
+        """Read PORT, ROLE, MNIST_DIR, MODEL_REPOSITORY (or MODEL_DIR), KEEP_VERSIONS, MODEL_POLL_S,
+        SERVER_WORKERS, CPU_LIMIT, *_THREADS, MAX_UPLOAD_BYTES, MAX_INFER_BATCH, SERVED_BY, TRAINER_URL."""
         env = os.environ
+        role = env.get("ROLE", "all").strip().lower()
+        if role not in ROLES:
+            raise ValueError(f"ROLE must be one of {', '.join(ROLES)}, got {role!r}")
+        port = int(env.get("PORT", default_port))
+        workers = server_workers(role)
+        cpu_limit = int(env.get("CPU_LIMIT") or detect_cpu_limit())
         return cls(
-            port=int(env.get("PORT", default_port)),
+            port=port,
             mnist_dir=Path(env.get("MNIST_DIR", "data/mnist")),
-            model_dir=Path(env.get("MODEL_DIR", "models")),
+            model_repository=Path(env.get("MODEL_REPOSITORY") or env.get("MODEL_DIR") or "models"),
             max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", 10 * 1024 * 1024)),
-            intra_op_threads=int(env.get("INTRA_OP_THREADS", 2)),
+            # Workers x threads must fit the CPU limit, or the workers only steal cores from each other.
+            intra_op_threads=int(env.get("INTRA_OP_THREADS") or max(1, cpu_limit // workers)),
             inter_op_threads=int(env.get("INTER_OP_THREADS", 1)),
             max_infer_batch=int(env.get("MAX_INFER_BATCH", 1024)),
+            role=role,
+            keep_versions=max(2, int(env.get("KEEP_VERSIONS", 5))),
+            model_poll_s=float(env.get("MODEL_POLL_S", 2.0)),
+            workers=workers,
+            cpu_limit=cpu_limit,
+            served_by=env.get("SERVED_BY") or f"{socket.gethostname()}:{port}",
+            trainer_url=env.get("TRAINER_URL") or None,
         )
+
+
+def server_workers(role: str | None = None) -> int:
+    """gunicorn workers: SERVER_WORKERS for a server; one for a trainer, whose job lives in its process."""
+    role = role or os.environ.get("ROLE", "all").strip().lower()
+    if role != "server":
+        return 1
+    return max(1, int(os.environ.get("SERVER_WORKERS", 1)))
+
+
+def detect_cpu_limit() -> int:
+    """The CPUs this process may use: the cgroup v2 quota when one is set, else the CPU affinity."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return max(1, min(available, round(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return available

@@ -30,7 +30,8 @@ class ServiceProcess:
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(env.get("MODEL_DIR") or env.get("GATEWAY_DATA_DIR") or "/tmp") / f"server-{self.port}.log"
+        log_dir = env.get("MODEL_REPOSITORY") or env.get("MODEL_DIR") or env.get("GATEWAY_DATA_DIR") or "/tmp"
+        self.log_path = Path(log_dir) / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> ServiceProcess:
@@ -86,7 +87,7 @@ def wait_for_job(status_url: str, timeout: float = 300.0, seen: list | None = No
         status = requests.get(status_url, timeout=10).json()
         if seen is not None and (not seen or seen[-1] != status["status"]):
             seen.append(status["status"])
-        if status["status"] in ("succeeded", "failed"):
+        if status["status"] in ("succeeded", "failed", "cancelled"):
             return status
         time.sleep(0.2)
     raise TimeoutError(f"{status_url} did not finish within {timeout} s")
