@@ -69,11 +69,27 @@ def all_healthy(env: dict) -> bool:
             and all(state == "healthy" for state in health.values()))
 
 
-def torch_replica_versions(gateway: str) -> dict:
-    """Each torch replica's address -> the torch version it serves, as the gateway's /services shows."""
+def replica_versions(gateway: str, service: str = "torch") -> dict:
+    """Each replica's address -> the model versions it serves, as the gateway's /services shows."""
     services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
-    torch = next(s for s in services if s["name"] == "torch")
-    return {r["url"]: r.get("model_versions", {}).get("torch") for r in torch["replicas"]}
+    found = next(s for s in services if s["name"] == service)
+    return {r["url"]: r.get("model_versions") for r in found["replicas"]}
+
+
+def every_replica_serves(gateway: str, versions: dict) -> bool:
+    """True when every replica of every service serves the given model -> version."""
+    for service in ("keras", "torch", "tf"):
+        for served in replica_versions(gateway, service).values():
+            if any(model in served and served[model] != version for model, version in versions.items()):
+                return False
+    return True
+
+
+def five_answers(gateway: str, files: dict) -> dict | None:
+    """The gateway's answer when all five models answered (a server's second worker may still be loading)."""
+    answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
+    labels = [p.get("label") for p in answer["predictions"]]
+    return answer if len(labels) == MODELS and None not in labels else None
 
 
 def main() -> int:
@@ -96,7 +112,7 @@ def main() -> int:
         assert all(s["up"] for s in services), services
         print("ok: all services healthy and reachable through the gateway")
 
-        replicas = torch_replica_versions(gateway)
+        replicas = replica_versions(gateway)
         assert len(replicas) == TORCH_REPLICAS, replicas
         print(f"ok: the gateway found {TORCH_REPLICAS} torch replicas by DNS: {sorted(replicas)}")
 
@@ -108,28 +124,27 @@ def main() -> int:
         versions = {name: entry.get("version") for name, entry in sorted(run["models"].items())}
         print("ok: tiny training run succeeded on the trainers, versions", versions)
 
-        promoted_at = time.monotonic()
-        wait_until("every torch replica serving version 1",
-                   lambda: set(torch_replica_versions(gateway).values()) == {versions["torch"]}, timeout=120,
-                   interval=0.5)
-        print(f"ok: both torch replicas serve version {versions['torch']} "
-              f"({time.monotonic() - promoted_at:.1f} s after the run ended)")
+        finished_at = time.monotonic()
+        wait_until("every replica serving the new versions", lambda: every_replica_serves(gateway, versions),
+                   timeout=120, interval=0.5)
+        print(f"ok: every replica, both torch ones included, serves the new versions "
+              f"{time.monotonic() - finished_at:.1f} s after the run ended")
 
         mnist = load_mnist(mnist_dir, mirrors=())
         files = {"image": ("seven.png", png_bytes(mnist.test.images[0]), "image/png")}
         served_by = set()
         for _ in range(12):
-            answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
-            labels = [p.get("label") for p in answer["predictions"]]
-            assert len(labels) == MODELS and None not in labels, answer
+            answer = wait_until("five answers", lambda: five_answers(gateway, files), timeout=60, interval=0.5)
             served_by |= {p["served_by"] for p in answer["predictions"] if p["model"] == "torch"}
+        labels = [p["label"] for p in answer["predictions"]]
         assert len(served_by) == TORCH_REPLICAS, served_by
         print(f"ok: five answers {labels}, consensus {answer['consensus']}; torch answered by {sorted(served_by)}")
 
         compose("restart", "torch", env=env)
         wait_until("torch healthy again after its restart", lambda: all_healthy(env), timeout=300, interval=3)
         wait_until("the restarted torch replicas serving the promoted version",
-                   lambda: set(torch_replica_versions(gateway).values()) == {versions["torch"]}, timeout=120)
+                   lambda: {v.get("torch") for v in replica_versions(gateway).values()} == {versions["torch"]},
+                   timeout=120)
         print("ok: torch servers restarted and serve the promoted version from the repository")
 
         for service in SERVICES:
