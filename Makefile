@@ -9,7 +9,7 @@ export MNIST_DIR
 PIP_QUIET := --quiet --disable-pip-version-check
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install browser test lint unit-test service-tests contract-tests compose-smoke run clean
+.PHONY: help install browser test lint unit-test service-tests contract-tests compose-smoke swarm-smoke run clean
 
 help:
 	@echo "make run    start the gateway and every service as local processes"
@@ -53,18 +53,27 @@ service-tests: $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
 contract-tests: install browser
 	$(VENVS)/dev/bin/pytest tests
 
-# The containers, for real, when a Docker engine is here or can be installed (as root, on these machines).
+# The containers, for real, when a Docker engine with the compose plugin is here or can be installed
+# (as root, on these machines: the setup script also starts dockerd preferring local images for Swarm).
 DOCKER_SETUP := ../shared/docker/setup-engine.sh
-compose-smoke: $(VENVS)/dev/.installed
+define with_docker
 	@if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then \
-		$(VENVS)/dev/bin/python scripts/compose_smoke.py; \
+		$(1); \
 	elif [ "$$(id -u)" = 0 ] && [ -f $(DOCKER_SETUP) ]; then \
-		bash $(DOCKER_SETUP) && $(VENVS)/dev/bin/python scripts/compose_smoke.py; \
+		bash $(DOCKER_SETUP) && $(1); \
 	else \
-		echo "compose smoke test skipped: no Docker engine here and none can be installed"; \
+		echo "$(2) skipped: no Docker engine here and none can be installed"; \
 	fi
+endef
 
-test: lint unit-test service-tests contract-tests compose-smoke
+compose-smoke: $(VENVS)/dev/.installed
+	$(call with_docker,$(VENVS)/dev/bin/python scripts/compose_smoke.py,compose smoke test)
+
+# The Swarm stack (deploy/swarm): a single-node swarm is created for the test and left afterwards.
+swarm-smoke: $(VENVS)/dev/.installed
+	$(call with_docker,$(VENVS)/dev/bin/python scripts/swarm_smoke.py,swarm smoke test)
+
+test: lint unit-test service-tests contract-tests compose-smoke swarm-smoke
 
 run: install
 	scripts/run-local
