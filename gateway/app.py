@@ -21,11 +21,13 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from servekit.app import install_error_handlers
 from servekit.errors import ApiError, BadRequest
 from servekit.inputs import json_body, optional_int, optional_str, predict_input, train_config
+from servekit.limits import Slots, install_rate_limit
 from servekit.metrics import GatewayMetrics
 from servekit.observability import REQUEST_ID_HEADER, instrument
 from servekit.openapi import build_openapi, documented
 from servekit.schemas import PREDICT_REQUEST, PROMOTED, VERSIONS
 from servekit.settings import PROMOTION_POLICIES
+from servekit.web_security import accepts_any_media_type, install_web_security
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
 from .chart import render_chart
@@ -65,8 +67,10 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
-
+    install_web_security(app, settings.allowed_hosts)
     instrument(app, metrics)
+    benchmarks = Slots(1, "benchmark is", status=409, retry_after_s=30)  # two would measure each other
+    evaluations = Slots(settings.max_evaluations, "evaluations are")
 
     @app.get("/")
     def index():
@@ -94,6 +98,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
 
     @app.post("/predict")
     @documented(request_body=PREDICT_REQUEST, response=GATEWAY_PREDICT)
+    @accepts_any_media_type
     def predict():
         """Every model's prediction for one digit, asked in parallel, with the consensus."""
         started = time.perf_counter()
@@ -165,7 +170,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         service = directory.owner(name)
         path = f"/models/{name}/versions/{version}/promote"
         try:
-            return jsonify(directory.trainer(service).call("POST", path, 30).body)
+            return jsonify(directory.trainer(service).call("POST", path, 30, json={}).body)
         except ServiceError as exc:
             raise as_api_error(exc) from None
 
@@ -176,7 +181,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         body = json_body(request)
         limit = optional_int(body, "limit", 1, 10_000)
         plan = directory.resolve(_model_list(body))
-        answers = directory.fan_out(lambda client: _evaluate_service(client, plan[client.name], limit), list(plan))
+        with evaluations.take():
+            answers = directory.fan_out(lambda client: _evaluate_service(client, plan[client.name], limit),
+                                        list(plan))
         results = []
         for service, answer in answers.items():
             if isinstance(answer, Exception):
@@ -199,12 +206,13 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
             raise BadRequest("'max_seconds' must be a number between 0 and 600")
         plan = directory.resolve(_model_list(body))
         results = []
-        for service, models in plan.items():
-            for model in models:
-                results.append({
-                    **benchmark_model(directory.clients[service], model, count, concurrency, max_seconds),
-                    "service": service,
-                })
+        with benchmarks.take():
+            for service, models in plan.items():
+                for model in models:
+                    results.append({
+                        **benchmark_model(directory.clients[service], model, count, concurrency, max_seconds),
+                        "service": service,
+                    })
         record = {"benchmark_id": uuid.uuid4().hex[:12], "created_at": time.time(), "requests": count,
                   "concurrency": concurrency, "results": results}
         store.put("benchmarks", record["benchmark_id"], record, record["created_at"])
@@ -239,6 +247,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         """The gateway's OpenAPI 3 document, generated from its routes."""
         return jsonify(build_openapi(app, "MNIST framework comparison gateway", "0.1.0"))
 
+    install_rate_limit(app, settings.rate_limit)
     return app
 
 

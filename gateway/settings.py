@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from servekit.web_security import parse_allowed_hosts
+
 from .discovery import parse_service_map
 
 DEFAULT_SERVICE_URLS = "keras=http://127.0.0.1:8001,torch=http://127.0.0.1:8002,tf=http://127.0.0.1:8003"
@@ -21,6 +23,9 @@ class GatewaySettings:
     max_upload_bytes: int
     trainer_urls: dict[str, list[str]] | None = None  # None: the servers also train (ROLE=all)
     discovery_refresh_s: float = 5.0
+    allowed_hosts: list[str] | None = None  # None: any Host header
+    rate_limit: str | None = None  # per client on /predict, e.g. "20/second"; None: off
+    max_evaluations: int = 2  # concurrent /evaluate calls
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -33,4 +38,7 @@ class GatewaySettings:
             max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", 10 * 1024 * 1024)),
             trainer_urls=parse_service_map(trainers) if trainers else None,
             discovery_refresh_s=float(env.get("DISCOVERY_REFRESH_S", "5")),
+            allowed_hosts=parse_allowed_hosts(env.get("ALLOWED_HOSTS"), env.get("HOST")),
+            rate_limit=env.get("RATE_LIMIT") or None,
+            max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
         )

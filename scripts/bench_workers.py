@@ -92,7 +92,8 @@ def main() -> int:
             try:
                 version = train(trainer, promote="never")
                 promoted_at = time.monotonic()
-                requests.post(f"{trainer.url}/models/torch/versions/{version}/promote", timeout=30).raise_for_status()
+                promote = f"{trainer.url}/models/torch/versions/{version}/promote"
+                requests.post(promote, json={}, timeout=30).raise_for_status()
                 pending = {s.url for s in servers}
                 while pending:
                     for url in list(pending):

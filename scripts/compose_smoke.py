@@ -92,6 +92,21 @@ def five_answers(gateway: str, files: dict) -> dict | None:
     return answer if len(labels) == MODELS and None not in labels else None
 
 
+def check_hardening(env: dict) -> None:
+    """`docker inspect` of every container shows compose.yaml's hardening."""
+    ids = compose("ps", "-q", env=env, capture=True).stdout.split()
+    inspected = json.loads(subprocess.run(["docker", "inspect", *ids], check=True, capture_output=True,
+                                          text=True).stdout)
+    for container in inspected:
+        name, host, config = container["Name"], container["HostConfig"], container["Config"]
+        assert host["ReadonlyRootfs"], f"{name}: the root file system is writable"
+        assert host["CapDrop"] == ["ALL"] or "ALL" in (host["CapDrop"] or []), f"{name}: capabilities kept"
+        assert "no-new-privileges:true" in (host["SecurityOpt"] or []), f"{name}: no no-new-privileges"
+        assert host["Memory"] > 0 and host["PidsLimit"] and host["NanoCpus"] > 0, f"{name}: unbounded resources"
+        assert host["LogConfig"]["Config"].get("max-size"), f"{name}: logs are not rotated"
+        assert config.get("StopTimeout", 10) >= 30, f"{name}: stop grace below gunicorn's graceful timeout"
+
+
 def main() -> int:
     mnist_dir = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist")).resolve()
     port = free_port()
@@ -155,6 +170,9 @@ def main() -> int:
                              capture=True)
             assert mounts.returncode != 0, "a server can write to the model repository"
         print("ok: servers mount the model repository read-only")
+        check_hardening(env)
+        print("ok: every container: read-only root, no capabilities, no-new-privileges, memory, pids and log "
+              "limits, a 30 s stop grace")
         print("ok: no container runs as root")
         return 0
     finally:

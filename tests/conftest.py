@@ -93,6 +93,20 @@ def all_models() -> list[str]:
     return sorted(model for _, models in SERVICES.values() for model in models)
 
 
+@pytest.fixture
+def service_factory(tmp_path):
+    """Start services/<name> (ROLE=all) with a fresh repository; stopped after the test."""
+    started = []
+
+    def start(name: str, **extra_env: str) -> ServiceProcess:
+        started.append(start_service(name, tmp_path / f"models-{name}", **extra_env))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def role_factory():
     """``start_role`` for tests of the trainer and server roles."""

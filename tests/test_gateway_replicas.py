@@ -85,14 +85,14 @@ def test_rollback_through_the_gateway(replicated):
         time.sleep(0.5)
     listing = requests.get(gateway.url + "/models/torch/versions", timeout=30).json()
     assert listing["promoted"] == 1 and [v["version"] for v in listing["versions"]] == [2, 1]
-    promoted = requests.post(gateway.url + "/models/torch/versions/2/promote", timeout=30)
+    promoted = requests.post(gateway.url + "/models/torch/versions/2/promote", json={}, timeout=30)
     assert promoted.status_code == 200 and promoted.json()["version"] == 2
     deadline = time.monotonic() + 60
     while set(replica_versions(gateway).values()) != {2}:
         assert time.monotonic() < deadline, replica_versions(gateway)
         time.sleep(0.2)
-    assert requests.post(gateway.url + "/models/torch/versions/1/promote", timeout=30).json()["previous"] == 2
-    assert requests.post(gateway.url + "/models/torch/versions/42/promote", timeout=30).status_code == 404
+    assert requests.post(gateway.url + "/models/torch/versions/1/promote", json={}, timeout=30).json()["previous"] == 2
+    assert requests.post(gateway.url + "/models/torch/versions/42/promote", json={}, timeout=30).status_code == 404
     assert requests.get(gateway.url + "/models/nope/versions", timeout=30).status_code == 404
 
 

@@ -76,7 +76,7 @@ def test_a_server_never_trains_and_a_trainer_never_serves(fleet):
     refused = requests.post(one.url + "/train", json={}, timeout=10)
     assert refused.status_code == 409 and trainer.url in refused.json()["error"]
     assert requests.post(two.url + "/train", json={}, timeout=10).status_code == 409
-    assert requests.post(two.url + "/models/torch/versions/1/promote", timeout=10).status_code == 409
+    assert requests.post(two.url + "/models/torch/versions/1/promote", json={}, timeout=10).status_code == 409
     predict = requests.post(trainer.url + "/predict", json={"pixels": [[0.0] * 28] * 28}, timeout=10)
     assert predict.status_code == 409 and "server" in predict.json()["error"]
 
@@ -122,12 +122,12 @@ def test_promote_always_then_roll_back(fleet):
     result = train(trainer, **WORSE)  # promote defaults to always
     assert result["version"] == 3 and result["promoted"] is True
     wait_converged(servers, 3)
-    rollback = requests.post(trainer.url + "/models/torch/versions/1/promote", timeout=30)
+    rollback = requests.post(trainer.url + "/models/torch/versions/1/promote", json={}, timeout=30)
     assert rollback.status_code == 200, rollback.text
     assert rollback.json()["version"] == 1 and rollback.json()["previous"] == 3
     seconds = wait_converged(servers, 1)
     print(f"rollback to version 1 served everywhere after {seconds:.2f} s")
-    missing = requests.post(trainer.url + "/models/torch/versions/99/promote", timeout=30)
+    missing = requests.post(trainer.url + "/models/torch/versions/99/promote", json={}, timeout=30)
     assert missing.status_code == 404 and "99" in missing.json()["error"]
 
 
@@ -148,12 +148,12 @@ def test_cancel_stops_a_job_and_writes_nothing(fleet):
     while requests.get(trainer.url + accepted["status_url"], timeout=10).json()["step"] < 2:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    cancel = requests.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", timeout=10)
+    cancel = requests.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", json={}, timeout=10)
     assert cancel.status_code == 202
     job = wait_for_job(trainer.url + accepted["status_url"], timeout=60)
     assert job["status"] == "cancelled" and job["results"]["torch"]["status"] == "cancelled"
     assert sorted(p.name for p in (repository / "torch").iterdir()) == before
-    again = requests.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", timeout=10)
+    again = requests.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", json={}, timeout=10)
     assert again.status_code == 409
 
 

@@ -21,6 +21,19 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def listening_addresses(ports) -> set[str]:
+    """The local addresses that listen on these ports, as `ss -ltn` shows them."""
+    wanted = {str(port) for port in ports}
+    lines = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    addresses = set()
+    for line in lines:
+        local = line.split()[3]  # State Recv-Q Send-Q Local:Port Peer:Port
+        address, _, port = local.rpartition(":")
+        if port in wanted:
+            addresses.add(address.strip("[]"))
+    return addresses
+
+
 def test_run_local_starts_everything_and_ctrl_c_stops_it(tmp_path, mnist):
     ports = {name: free_port() for name in ("GATEWAY", "KERAS", "TORCH", "TF")}
     env = {**os.environ, **{f"{name}_PORT": str(port) for name, port in ports.items()},
@@ -40,6 +53,7 @@ def test_run_local_starts_everything_and_ctrl_c_stops_it(tmp_path, mnist):
         assert sorted(s["name"] for s in services) == ["keras", "tf", "torch"]
         assert all(s["up"] for s in services), services
         assert f"open http://127.0.0.1:{ports['GATEWAY']}" in (tmp_path / "run-local.log").read_text()
+        assert listening_addresses(ports.values()) == {"127.0.0.1"}  # nothing on the LAN
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the foreground group
         process.wait(timeout=60)

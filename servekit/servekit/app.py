@@ -23,6 +23,7 @@ from .backend import Backend, FrameworkInfo
 from .errors import ApiError, Conflict
 from .inference_protocol import inference_protocol_blueprint
 from .inputs import json_body, optional_int, optional_str, predict_input, train_config
+from .limits import Slots, install_rate_limit
 from .metrics import ServiceMetrics
 from .models import describe
 from .observability import instrument
@@ -46,6 +47,7 @@ from .serving import Serving
 from .settings import Settings
 from .training import Trainer
 from .watcher import RepositoryWatcher
+from .web_security import accepts_any_media_type, install_web_security
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return jsonify(error=exc.message), exc.status
+        return jsonify(error=exc.message), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -63,6 +65,8 @@ def install_error_handlers(app: Flask) -> None:
         if exc.code == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"the request is larger than the limit of {limit:,} bytes"
+        elif exc.code == 429:
+            message = f"too many requests from you (limit {exc.description}); wait and try again"
         return jsonify(error=message), exc.code
 
     @app.errorhandler(Exception)
@@ -80,6 +84,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["model_service"] = service
     install_error_handlers(app)
+    install_web_security(app, settings.allowed_hosts)
     instrument(app, metrics)
 
     serving = watcher = trainer = None
@@ -96,6 +101,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
     _register_common_routes(app, service, metrics, trainer, watcher)
     if serving:
         _register_serving_routes(app, service, serving, metrics)
+        install_rate_limit(app, settings.rate_limit)
     else:
         _refuse(app, ["/predict", "/evaluate"], "POST", f"this is the {info.framework} trainer; predictions and "
                 "evaluations are answered by the server replicas (ROLE=server)")
@@ -181,6 +187,7 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         metrics.predictions.labels(model).inc(count)
 
     app.register_blueprint(inference_protocol_blueprint(service, record_inference))
+    evaluations = Slots(service.settings.max_evaluations, "evaluations are")
 
     @app.post("/evaluate")
     @documented(request_body={"application/json": EVALUATE_REQUEST}, response=EVALUATE)
@@ -188,10 +195,12 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         """Test-split accuracy and loss of one (``model``) or every model's serving version."""
         body = json_body(request)
         limit = optional_int(body, "limit", 1, 10_000)
-        return jsonify(results=serving.evaluate(optional_str(body, "model"), limit))
+        with evaluations.take():  # each is a pass over the test set; they would only slow each other down
+            return jsonify(results=serving.evaluate(optional_str(body, "model"), limit))
 
     @app.post("/predict")
     @documented(request_body=PREDICT_REQUEST, response=PREDICT)
+    @accepts_any_media_type
     def predict():
         """Predict one digit (uploaded image or JSON pixels) with every model, or ``?model=``."""
         x = predict_input(request)

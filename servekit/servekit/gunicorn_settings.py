@@ -12,7 +12,8 @@ import os
 
 from servekit.settings import server_workers
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+# Loopback unless told otherwise (`make run` stays off the LAN); the images set HOST=0.0.0.0 inside.
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = server_workers()
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))

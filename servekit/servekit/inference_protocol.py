@@ -12,6 +12,7 @@ from .errors import BadRequest
 from .inputs import json_body
 from .service import ModelService
 from .serving import timed_predict
+from .web_security import accepts_any_media_type
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -58,6 +59,7 @@ def inference_protocol_blueprint(service: ModelService, on_inference) -> Bluepri
         return jsonify(name=served.name, ready=served.ready), 200 if served.ready else 503
 
     @v2.post("/models/<name>/infer")
+    @accepts_any_media_type  # tritonclient sends no Content-Type
     def infer(name: str):
         """Inference on an FP32 [N, 28, 28, 1] tensor; returns FP32 [N, 10] probabilities."""
         served = service.select(name)[0]

@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from .web_security import parse_allowed_hosts
+
 ROLES = ("all", "trainer", "server")
 PROMOTION_POLICIES = ("always", "if_better", "never")
 
@@ -29,6 +31,9 @@ class Settings:
     cpu_limit: int = 1
     served_by: str = ""
     trainer_url: str | None = None
+    allowed_hosts: list[str] | None = None  # None: any Host (the gateway calls replicas by address)
+    rate_limit: str | None = None  # per client, on /predict and /v2 infer, e.g. "20/second"; None: off
+    max_evaluations: int = 1  # concurrent /evaluate calls per process
 
     @property
     def trains(self) -> bool:
@@ -41,7 +46,8 @@ class Settings:
     @classmethod
     def from_env(cls, default_port: int = 8000) -> Settings:
         """Read PORT, ROLE, MNIST_DIR, MODEL_REPOSITORY (or MODEL_DIR), KEEP_VERSIONS, MODEL_POLL_S,
-        SERVER_WORKERS, CPU_LIMIT, *_THREADS, MAX_UPLOAD_BYTES, MAX_INFER_BATCH, SERVED_BY, TRAINER_URL."""
+        SERVER_WORKERS, CPU_LIMIT, *_THREADS, MAX_UPLOAD_BYTES, MAX_INFER_BATCH, SERVED_BY, TRAINER_URL,
+        ALLOWED_HOSTS, RATE_LIMIT, MAX_EVALUATIONS."""
         env = os.environ
         role = env.get("ROLE", "all").strip().lower()
         if role not in ROLES:
@@ -65,6 +71,9 @@ class Settings:
             cpu_limit=cpu_limit,
             served_by=env.get("SERVED_BY") or f"{socket.gethostname()}:{port}",
             trainer_url=env.get("TRAINER_URL") or None,
+            allowed_hosts=parse_allowed_hosts(env.get("ALLOWED_HOSTS") or "*"),
+            rate_limit=env.get("RATE_LIMIT") or None,
+            max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 1))),
         )
 
 

@@ -36,6 +36,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 120.0) -> ServiceProcess:
         """Start the process and wait until /health answers."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(self.venv / "bin" / "gunicorn"), "-c", self.config, self.app],

@@ -1,0 +1,135 @@
+"""Defences over real HTTP: Host allow-list, cross-site writes, JSON-only POSTs, headers, rate and work limits.
+
+Gateways (most checks need no service to answer) and a torch service, each under gunicorn on loopback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from servekit.testing import free_port, png_bytes
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, gateway_factory):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: these checks come first
+    process = gateway_factory({"torch": nowhere}, tmp_path_factory.mktemp("gateway-security"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def open_gateway(tmp_path_factory, gateway_factory):
+    process = gateway_factory({"torch": f"http://127.0.0.1:{free_port()}"},
+                              tmp_path_factory.mktemp("gateway-any-host"), ALLOWED_HOSTS="*")
+    yield process
+    process.stop()
+
+
+def test_every_response_carries_the_security_headers(gateway):
+    for response in (requests.get(gateway.url + "/", timeout=10), requests.get(gateway.url + "/runs/nope", timeout=10)):
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers[name] == value
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+
+
+def test_a_foreign_host_header_is_refused_but_probes_answer(gateway, open_gateway):
+    rebound = {"Host": f"attacker.example:{gateway.port}"}
+    response = requests.get(gateway.url + "/services", headers=rebound, timeout=10)
+    assert response.status_code == 400 and "ALLOWED_HOSTS" in response.json()["error"]
+    assert requests.post(gateway.url + "/train", json={}, headers=rebound, timeout=10).status_code == 400
+    assert requests.get(gateway.url + "/health", headers=rebound, timeout=10).status_code == 200
+    for host in (f"localhost:{gateway.port}", f"127.0.0.1:{gateway.port}"):
+        assert requests.get(gateway.url + "/", headers={"Host": host}, timeout=10).status_code == 200
+    assert requests.get(open_gateway.url + "/", headers=rebound, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://attacker.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+def test_cross_site_writes_are_refused(gateway, headers):
+    response = requests.post(gateway.url + "/train", json={}, headers=headers, timeout=10)
+    assert response.status_code == 403 and "cross-site" in response.json()["error"]
+
+
+def test_same_origin_writes_pass_the_check(gateway):
+    same = {"Origin": gateway.url, "Sec-Fetch-Site": "same-origin"}
+    response = requests.post(gateway.url + "/train", json={"models": ["torch"]}, headers=same, timeout=30)
+    assert response.status_code not in (400, 403, 415), response.text  # refused later: no service answers
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},                                                          # an empty body with no Content-Type
+    {"data": "epochs=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},  # an HTML form
+    {"data": "{}", "headers": {"Content-Type": "text/plain"}},   # a "simple" cross-site fetch
+])
+def test_a_post_must_be_json(gateway, kwargs):
+    for path in ("/train", "/evaluate", "/benchmark", "/models/torch/versions/1/promote"):
+        response = requests.post(gateway.url + path, timeout=10, **kwargs)
+        assert response.status_code == 415, (path, response.status_code, response.text)
+        assert "application/json" in response.json()["error"]
+
+
+def test_services_apply_the_same_rules(service_factory):
+    service = service_factory("torch")
+    assert requests.post(service.url + "/train", timeout=10).status_code == 415
+    assert requests.post(service.url + "/train", json={}, headers={"Origin": "http://attacker.example"},
+                         timeout=10).status_code == 403
+    # The gateway reaches replicas by address: any Host is fine on a service unless ALLOWED_HOSTS says.
+    assert requests.get(service.url + "/models", headers={"Host": "10.0.0.7:8002"}, timeout=10).status_code == 200
+    # Uploads and untyped Open Inference Protocol bodies (tritonclient sends no Content-Type) still work.
+    digit = png_bytes(np.full((28, 28), 255, np.uint8))
+    upload = requests.post(service.url + "/predict", files={"image": ("d.png", digit, "image/png")}, timeout=10)
+    raw = requests.post(service.url + "/predict", data=digit, headers={"Content-Type": "image/png"}, timeout=10)
+    assert upload.status_code == raw.status_code == 503  # read, then refused only because nothing is trained
+    infer = requests.post(service.url + "/v2/models/torch/infer", data=b"{}", timeout=10)
+    assert infer.status_code == 400 and "inputs" in infer.json()["error"]
+
+
+def test_predictions_are_rate_limited_per_client_when_asked(tmp_path, gateway_factory):
+    limited = gateway_factory({"torch": f"http://127.0.0.1:{free_port()}"}, tmp_path, RATE_LIMIT="3/minute")
+    try:
+        pixels = {"pixels": [[0.0] * 28 for _ in range(28)]}
+        statuses = [requests.post(limited.url + "/predict", json=pixels, timeout=10) for _ in range(4)]
+        assert [r.status_code for r in statuses[:3]] == [502, 502, 502]  # counted, though no service answered
+        refused = statuses[3]
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert "too many requests" in refused.json()["error"]
+        assert requests.get(limited.url + "/health", timeout=10).status_code == 200  # only predictions
+    finally:
+        limited.stop()
+
+
+def test_one_benchmark_at_a_time(tmp_path, service_factory, gateway_factory):
+    service = service_factory("torch")  # untrained: every request is a quick 503, the run lasts max_seconds
+    gateway = gateway_factory({"torch": service.url}, tmp_path / "gateway")
+    try:
+        body = {"requests": 5000, "concurrency": 2, "max_seconds": 4}
+        first = {}
+        running = threading.Thread(target=lambda: first.update(
+            response=requests.post(gateway.url + "/benchmark", json=body, timeout=60)))
+        running.start()
+        time.sleep(1.5)
+        second = requests.post(gateway.url + "/benchmark", json=body, timeout=60)
+        running.join()
+        assert second.status_code == 409 and "already running" in second.json()["error"]
+        assert first["response"].status_code == 200
+        assert requests.post(gateway.url + "/benchmark", json={**body, "max_seconds": 1},
+                             timeout=60).status_code == 200  # free again
+    finally:
+        gateway.stop()
