@@ -79,7 +79,9 @@ def test_training_from_the_page_fills_every_progress_bar(page):
 
 
 def test_draw_and_predict_shows_five_cards(page):
-    box = page.locator("#pad").bounding_box()
+    pad = page.locator("#pad")
+    pad.scroll_into_view_if_needed()  # the training test may have left the pad outside the viewport
+    box = pad.bounding_box()
     page.mouse.move(box["x"] + 140, box["y"] + 40)
     page.mouse.down()
     page.mouse.move(box["x"] + 140, box["y"] + 240, steps=12)  # a "1"
