@@ -435,3 +435,13 @@ def test_example_overlay_adds_the_ingress_and_registry_images(base, overlay):
     # otherwise the overlay changes nothing of the base
     assert {(o["kind"], o["metadata"]["name"]) for o in overlay} - {(o["kind"], o["metadata"]["name"])
                                                                       for o in base} == {("Ingress", "gateway")}
+
+
+def test_the_gateway_accepts_only_known_host_names(base, overlay):
+    def allowed(rendered):
+        gateway = _pod_spec(_one(rendered, "Deployment", "gateway"))["containers"][0]
+        return _env(gateway)["ALLOWED_HOSTS"].split(",")
+
+    assert allowed(base) == ["localhost", "127.0.0.1"]  # kubectl port-forward
+    ingress_host = _one(overlay, "Ingress", "gateway")["spec"]["rules"][0]["host"]
+    assert ingress_host in allowed(overlay)
