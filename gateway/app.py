@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -19,6 +21,7 @@ import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 
 from servekit.app import install_error_handlers
+from servekit.auth import inference, install_auth, load_auth, read_token
 from servekit.errors import ApiError, BadRequest
 from servekit.inputs import json_body, optional_int, optional_str, predict_input, train_config
 from servekit.limits import Slots, install_rate_limit
@@ -61,13 +64,18 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     settings = settings or GatewaySettings.from_env()
     metrics = GatewayMetrics()
     directory = ServiceDirectory(settings.service_urls, on_call=metrics.observe_backend_call,
-                                 refresh_s=settings.discovery_refresh_s, trainer_urls=settings.trainer_urls)
+                                 refresh_s=settings.discovery_refresh_s, trainer_urls=settings.trainer_urls,
+                                 token=read_token(os.environ, "SERVICE"))
     store = Store(settings.data_dir / "gateway.sqlite3")
     runs = RunManager(directory, store)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
     install_web_security(app, settings.allowed_hosts)
+    auth = load_auth(os.environ, token_file=settings.data_dir / "api_token")
+    install_auth(app, auth)
+    if auth.enabled:
+        announce_page_url(auth.token, settings.public_url)
     instrument(app, metrics)
     benchmarks = Slots(1, "benchmark is", status=409, retry_after_s=30)  # two would measure each other
     evaluations = Slots(settings.max_evaluations, "evaluations are")
@@ -99,6 +107,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @app.post("/predict")
     @documented(request_body=PREDICT_REQUEST, response=GATEWAY_PREDICT)
     @accepts_any_media_type
+    @inference
     def predict():
         """Every model's prediction for one digit, asked in parallel, with the consensus."""
         started = time.perf_counter()
@@ -249,6 +258,12 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
 
     install_rate_limit(app, settings.rate_limit)
     return app
+
+
+def announce_page_url(token: str, public_url: str) -> None:
+    """Print the page URL that carries the token (in the fragment: it never reaches a server log)."""
+    print(f"open {public_url}/#token={token} in a browser (API calls: Authorization: Bearer {token})",
+          file=sys.stderr, flush=True)
 
 
 def _status_of(client: ServiceClient) -> tuple[dict, list[dict]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -101,6 +102,8 @@ def _num(value, fmt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gateway", default="http://127.0.0.1:8000")
+    parser.add_argument("--token", default=os.environ.get("API_TOKEN"),
+                        help="the gateway's access token (default: $API_TOKEN; the gateway prints it at start)")
     parser.add_argument("--out", default="results", help="folder for comparison.json and the charts")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--train-limit", type=int)
@@ -113,13 +116,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the gateway's /predict against each service's (0: skip)")
     args = parser.parse_args(argv)
     gateway = args.gateway.rstrip("/")
+    api = requests.Session()  # training, evaluation and benchmarks need the token
+    if args.token:
+        api.headers["Authorization"] = f"Bearer {args.token}"
     models = args.models.split(",") if args.models else None
     selection = {"models": models} if models else {}
 
     if not args.skip_train:
         body = {**selection, "parallel": args.parallel}
         body.update({k: v for k, v in (("epochs", args.epochs), ("train_limit", args.train_limit)) if v})
-        response = requests.post(f"{gateway}/train", json=body, timeout=30)
+        response = api.post(f"{gateway}/train", json=body, timeout=30)
         if response.status_code != 202:
             print(f"training was refused: {response.json().get('error')}", file=sys.stderr)
             return 1
@@ -128,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"training {run['status']}: {run.get('error')}", file=sys.stderr)
             return 1
     print("evaluating...", file=sys.stderr)
-    requests.post(f"{gateway}/evaluate", json=selection, timeout=900).raise_for_status()
+    api.post(f"{gateway}/evaluate", json=selection, timeout=900).raise_for_status()
     print(f"benchmarking ({args.requests} requests per model, concurrency {args.concurrency})...", file=sys.stderr)
-    requests.post(f"{gateway}/benchmark", json={**selection, "requests": args.requests,
+    api.post(f"{gateway}/benchmark", json={**selection, "requests": args.requests,
                                                "concurrency": args.concurrency}, timeout=3600).raise_for_status()
 
     comparison = requests.get(f"{gateway}/compare", timeout=60).json()

@@ -62,6 +62,7 @@ class ServiceClient:
         refresh_s: float = 5.0,
         retry_down_s: float = 2.0,
         resolver: Resolver | None = None,
+        token: str | None = None,
     ):
         self.replica_set = ReplicaSet(name, urls, refresh_s, retry_down_s, resolver)
         self.name, self.url = name, self.replica_set.base_urls[0]
@@ -71,6 +72,8 @@ class ServiceClient:
         adapter = HTTPAdapter(pool_connections=POOL_HOSTS, pool_maxsize=POOL_SIZE)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        if token:  # the services' token (SERVICE_TOKEN): the gateway trains and evaluates on behalf of its users
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def replicas(self) -> list[Replica]:
         """The service's replicas as currently resolved, with their up/down state."""
@@ -176,14 +179,15 @@ class ServiceDirectory:
 
     def __init__(
         self, service_urls: dict[str, str | list[str]], on_call: CallObserver | None = None, refresh_s: float = 5.0,
-        trainer_urls: dict[str, str | list[str]] | None = None,
+        trainer_urls: dict[str, str | list[str]] | None = None, token: str | None = None,
     ):
         self.clients = {
-            name: ServiceClient(name, urls, on_call, refresh_s=refresh_s) for name, urls in service_urls.items()
+            name: ServiceClient(name, urls, on_call, refresh_s=refresh_s, token=token)
+            for name, urls in service_urls.items()
         }
         # Without TRAINER_URLS the servers train too (ROLE=all, as `make run` starts them).
         self.trainers = self.clients if trainer_urls is None else {
-            name: ServiceClient(f"{name}-trainer", urls, on_call, refresh_s=refresh_s)
+            name: ServiceClient(f"{name}-trainer", urls, on_call, refresh_s=refresh_s, token=token)
             for name, urls in trainer_urls.items()
         }
         self._pool = ThreadPoolExecutor(max_workers=max(4, 4 * len(self.clients)), thread_name_prefix="fanout")

@@ -26,6 +26,7 @@ class GatewaySettings:
     allowed_hosts: list[str] | None = None  # None: any Host header
     rate_limit: str | None = None  # per client on /predict, e.g. "20/second"; None: off
     max_evaluations: int = 2  # concurrent /evaluate calls
+    public_url: str = "http://127.0.0.1:8000"  # where users open the page (printed with the token)
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -41,4 +42,5 @@ class GatewaySettings:
             allowed_hosts=parse_allowed_hosts(env.get("ALLOWED_HOSTS"), env.get("HOST")),
             rate_limit=env.get("RATE_LIMIT") or None,
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
+            public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT', '8000')}").rstrip("/"),
         )

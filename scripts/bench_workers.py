@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from servekit.mnist import load_mnist  # noqa: E402
-from servekit.testing import ServiceProcess, png_bytes, wait_for_job  # noqa: E402
+from servekit.testing import TEST_TOKEN, ServiceProcess, authorized, png_bytes, wait_for_job  # noqa: E402
 
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist")).resolve()
 
@@ -33,7 +33,7 @@ MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "
 def start(repository: Path, role: str, **env: str) -> ServiceProcess:
     """A torch service process of the given role over ``repository``."""
     base = {"MNIST_DIR": str(MNIST_DIR), "MODEL_REPOSITORY": str(repository), "ROLE": role, "LOG_LEVEL": "WARNING",
-            "INTRA_OP_THREADS": "", **env}
+            "INTRA_OP_THREADS": "", "API_TOKEN": TEST_TOKEN, **env}
     process = ServiceProcess(ROOT / "services" / "torch", ROOT / ".venvs" / "torch", base)
     process.log_path = repository.parent / f"{role}-{process.port}.log"
     return process.start()
@@ -62,8 +62,8 @@ def load(url: str, image: bytes, seconds: float, concurrency: int) -> tuple[floa
 
 
 def train(trainer: ServiceProcess, **body) -> int:
-    accepted = requests.post(trainer.url + "/train", json={"model": "torch", "epochs": 1, "train_limit": 3000, **body},
-                             timeout=30).json()
+    body = {"model": "torch", "epochs": 1, "train_limit": 3000, **body}
+    accepted = authorized().post(trainer.url + "/train", json=body, timeout=30).json()
     return wait_for_job(trainer.url + accepted["status_url"], timeout=600)["results"]["torch"]["version"]
 
 
@@ -93,7 +93,7 @@ def main() -> int:
                 version = train(trainer, promote="never")
                 promoted_at = time.monotonic()
                 promote = f"{trainer.url}/models/torch/versions/{version}/promote"
-                requests.post(promote, json={}, timeout=30).raise_for_status()
+                authorized().post(promote, json={}, timeout=30).raise_for_status()
                 pending = {s.url for s in servers}
                 while pending:
                     for url in list(pending):

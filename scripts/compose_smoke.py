@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -29,6 +30,8 @@ from servekit.mnist import load_mnist  # noqa: E402
 from servekit.testing import free_port, png_bytes  # noqa: E402
 
 PROJECT = "mnistcmp-smoke"
+TOKEN = secrets.token_urlsafe(16)  # the gateway's API_TOKEN; the services' token is made by the `tokens` service
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SERVICES = ("keras-trainer", "keras", "torch-trainer", "torch", "tf-trainer", "tf", "gateway")
 TORCH_REPLICAS = 2
 MODELS = 5
@@ -116,6 +119,7 @@ def main() -> int:
         "MNIST_MOUNT_MODE": "ro",
         "TORCH_INDEX_URL": os.environ.get("TORCH_INDEX_URL", ""),
         "GATEWAY_PORT": str(port),
+        "API_TOKEN": TOKEN,
     }
     gateway = f"http://127.0.0.1:{port}"
     started = time.monotonic()
@@ -131,7 +135,11 @@ def main() -> int:
         assert len(replicas) == TORCH_REPLICAS, replicas
         print(f"ok: the gateway found {TORCH_REPLICAS} torch replicas by DNS: {sorted(replicas)}")
 
-        run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 3000}, timeout=30).json()["run_id"]
+        refused = requests.post(f"{gateway}/train", json={"epochs": 1}, timeout=30)
+        assert refused.status_code == 401, refused.text
+        print("ok: training without the token is refused (401)")
+        run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 3000}, headers=AUTH,
+                               timeout=30).json()["run_id"]
         run = wait_until("the training run to finish",
                          lambda: (r := requests.get(f"{gateway}/runs/{run_id}", timeout=10).json())["status"]
                          in ("succeeded", "failed") and r, timeout=900, interval=3)

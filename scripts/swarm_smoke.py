@@ -14,6 +14,7 @@ Exits non-zero on the first failed check.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from servekit.testing import free_port, png_bytes  # noqa: E402
 STACK = "mnistcmp-smoke"
 SERVICES = ("keras-trainer", "keras", "torch-trainer", "torch", "tf-trainer", "tf", "gateway")
 APP_UID = 10001  # the images' user, which must be able to write the model store
+SECRETS = {f"{STACK}_api_token": secrets.token_urlsafe(16), f"{STACK}_service_token": secrets.token_urlsafe(16)}
 
 
 def run(*command: str, env: dict | None = None, check: bool = True,
@@ -74,6 +76,7 @@ def main() -> int:
     os.chown(store, APP_UID, APP_UID) if os.geteuid() == 0 else store.chmod(0o777)
     port = free_port()
     env = {**os.environ, "MNIST_DIR": str(mnist_dir), "MODEL_STORE": str(store), "GATEWAY_PORT": str(port),
+           "API_TOKEN_SECRET": f"{STACK}_api_token", "SERVICE_TOKEN_SECRET": f"{STACK}_service_token",
            "SERVER_REPLICAS": "1", "MODEL_POLL_S": "1", "TORCH_INDEX_URL": os.environ.get("TORCH_INDEX_URL", "")}
     gateway = f"http://127.0.0.1:{port}"
     started = time.monotonic()
@@ -82,6 +85,9 @@ def main() -> int:
             run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
             created_swarm = True
         run("docker", "compose", "build", env=env)  # the images the stack names (compose.yaml tags them)
+        for name, value in SECRETS.items():
+            subprocess.run(["docker", "secret", "create", name, "-"], input=value, text=True, check=True,
+                           capture_output=True)
         run("docker", "stack", "deploy", "-c", "deploy/swarm/stack.yaml", "--resolve-image", "never", STACK, env=env)
         wait_until("the stack up and seen by the gateway", lambda: stack_ready(gateway, 1), timeout=600, interval=5)
         print(f"ok: stack deployed and healthy in {time.monotonic() - started:.0f} s")
@@ -90,7 +96,10 @@ def main() -> int:
         wait_until("two torch replicas", lambda: stack_ready(gateway, 2), timeout=300, interval=3)
         print("ok: torch scaled to 2 replicas, both found by the gateway through tasks.torch")
 
-        run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 2000}, timeout=30).json()["run_id"]
+        assert requests.post(f"{gateway}/train", json={}, timeout=30).status_code == 401
+        run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 2000}, timeout=30,
+                               headers={"Authorization": f"Bearer {SECRETS[f'{STACK}_api_token']}"}).json()["run_id"]
+        print("ok: the gateway takes its token, and the services theirs, from Swarm secrets")
         result = wait_until("the training run to finish",
                             lambda: (r := requests.get(f"{gateway}/runs/{run_id}", timeout=10).json())["status"]
                             in ("succeeded", "failed") and r, timeout=900, interval=3)
@@ -153,6 +162,7 @@ def main() -> int:
         run("docker", "stack", "rm", STACK, check=False)
         wait_until("the stack's containers gone", lambda: not any(running_tasks(s) for s in SERVICES), timeout=120)
         run("docker", "volume", "rm", f"{STACK}_gateway-data", check=False, capture=True)
+        run("docker", "secret", "rm", *SECRETS, check=False, capture=True)
         if created_swarm:
             run("docker", "swarm", "leave", "--force", check=False)
         subprocess.run(["rm", "-rf", str(store)], check=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from servekit.mnist import load_mnist
-from servekit.testing import ServiceProcess
+from servekit.testing import TEST_TOKEN, ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
@@ -28,13 +28,15 @@ SERVICES = {
 
 def start_service(name: str, model_dir: Path, **extra_env: str) -> ServiceProcess:
     """Start services/<name> under gunicorn on a free loopback port (ROLE=all unless ``extra_env`` says)."""
-    env = {"MNIST_DIR": str(MNIST_DIR), "MODEL_REPOSITORY": str(model_dir), "INTRA_OP_THREADS": "2", **extra_env}
+    env = {"MNIST_DIR": str(MNIST_DIR), "MODEL_REPOSITORY": str(model_dir), "INTRA_OP_THREADS": "2",
+           "API_TOKEN": TEST_TOKEN, **extra_env}
     return ServiceProcess(ROOT / "services" / name, ROOT / ".venvs" / name, env).start()
 
 
 def start_role(name: str, repository: Path, role: str, **extra_env: str) -> ServiceProcess:
     """A trainer or server of services/<name> over a shared repository, polling it quickly; logs beside it."""
-    env = {"ROLE": role, "MODEL_POLL_S": "0.5", "CPU_LIMIT": "2", "INTRA_OP_THREADS": "", **extra_env}
+    env = {"ROLE": role, "MODEL_POLL_S": "0.5", "CPU_LIMIT": "2", "INTRA_OP_THREADS": "", "API_TOKEN": TEST_TOKEN,
+           **extra_env}
     process = ServiceProcess(ROOT / "services" / name, ROOT / ".venvs" / name,
                              {"MNIST_DIR": str(MNIST_DIR), "MODEL_REPOSITORY": str(repository), **env})
     process.log_path = repository.parent / f"{name}-{role}-{process.port}.log"
@@ -69,7 +71,7 @@ def service(request, tmp_path_factory):
 def start_gateway(service_urls: dict[str, str], data_dir: Path, **extra_env: str) -> ServiceProcess:
     """Start the gateway under gunicorn (from the repository root, as `make run` does)."""
     env = {"SERVICE_URLS": ",".join(f"{n}={u}" for n, u in service_urls.items()), "GATEWAY_DATA_DIR": str(data_dir),
-           **extra_env}
+           "API_TOKEN": TEST_TOKEN, "SERVICE_TOKEN": TEST_TOKEN, **extra_env}
     return ServiceProcess(ROOT, ROOT / ".venvs" / "dev", env, app="gateway.wsgi:app",
                           config="gateway/gunicorn.conf.py").start()
 

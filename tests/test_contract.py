@@ -7,7 +7,7 @@ import math
 import pytest
 import requests
 
-from servekit.testing import assert_matches_openapi, png_bytes, wait_for_job
+from servekit.testing import assert_matches_openapi, authorized, png_bytes, wait_for_job
 
 TRAIN_LIMIT = 3000
 EXPECTED_PARAMS = 34_826
@@ -23,8 +23,11 @@ def get(service, path, **kwargs):
     return requests.get(service.url + path, timeout=60, **kwargs)
 
 
+API = authorized()  # state-changing calls carry the services' token
+
+
 def post(service, path, **kwargs):
-    return requests.post(service.url + path, timeout=300, **kwargs)
+    return API.post(service.url + path, timeout=300, **kwargs)
 
 
 def test_health_reports_framework_data_and_threads(service, mnist, spec):
@@ -165,7 +168,7 @@ def test_predict_rejects_bad_input_with_json_errors(service, kwargs, status, fra
     ],
 )
 def test_bad_requests_get_json_errors(service, method, path, body, status):
-    response = getattr(requests, method)(service.url + path, json=body, timeout=30)
+    response = getattr(API, method)(service.url + path, json=body, timeout=30)
     assert response.status_code == status, response.text
     assert response.json()["error"]
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
-from servekit.testing import assert_matches_openapi, png_bytes, wait_healthy
+from servekit.testing import TEST_TOKEN, assert_matches_openapi, authorized, png_bytes, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,11 @@ def get(stack, path, **kwargs):
     return requests.get(stack.url + path, timeout=120, **kwargs)
 
 
+API = authorized()  # state-changing calls carry the gateway's token
+
+
 def post(stack, path, **kwargs):
-    return requests.post(stack.url + path, timeout=600, **kwargs)
+    return API.post(stack.url + path, timeout=600, **kwargs)
 
 
 def upload(image):
@@ -250,7 +253,8 @@ def test_cli_trains_in_parallel_and_writes_the_comparison(stack, all_models, tmp
 
     out = tmp_path / "results"
     command = [str(ROOT / "scripts" / "compare"), "--gateway", stack.url, "--out", str(out), "--epochs", "1",
-               "--train-limit", "2000", "--parallel", "--requests", "10", "--fan-out-calls", "5"]
+               "--train-limit", "2000", "--parallel", "--requests", "10", "--fan-out-calls", "5",
+               "--token", TEST_TOKEN]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     for model in all_models:

@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from servekit.testing import wait_healthy
+from servekit.testing import authorized, wait_healthy
+
+API = authorized()  # state-changing calls carry the token of the processes the tests start
 
 PIXELS = [[0.0] * 28 for _ in range(28)]
 
@@ -47,7 +49,7 @@ def test_services_lists_every_replica_and_the_trainer(replicated):
 
 def test_a_run_through_the_gateway_trains_on_the_trainer_and_every_replica_converges(replicated):
     gateway, _, servers = replicated
-    accepted = requests.post(gateway.url + "/train", json={"epochs": 1, "train_limit": 2000}, timeout=30)
+    accepted = API.post(gateway.url + "/train", json={"epochs": 1, "train_limit": 2000}, timeout=30)
     assert accepted.status_code == 202, accepted.text
     deadline = time.monotonic() + 600
     while (run := requests.get(gateway.url + accepted.json()["status_url"], timeout=30).json())["status"] in (
@@ -68,7 +70,7 @@ def test_predictions_are_spread_over_both_replicas(replicated):
     gateway, _, servers = replicated
     served_by = []
     for _ in range(20):
-        entry = requests.post(gateway.url + "/predict", json={"pixels": PIXELS}, timeout=30).json()["predictions"][0]
+        entry = API.post(gateway.url + "/predict", json={"pixels": PIXELS}, timeout=30).json()["predictions"][0]
         assert entry["model_version"] == 1
         served_by.append(entry["served_by"])
     assert {s.split(":")[-1] for s in served_by} == {str(s.port) for s in servers}
@@ -77,7 +79,7 @@ def test_predictions_are_spread_over_both_replicas(replicated):
 
 def test_rollback_through_the_gateway(replicated):
     gateway, _, _ = replicated
-    accepted = requests.post(gateway.url + "/train", json={"epochs": 1, "train_limit": 64, "promote": "never"},
+    accepted = API.post(gateway.url + "/train", json={"epochs": 1, "train_limit": 64, "promote": "never"},
                              timeout=30).json()
     deadline = time.monotonic() + 600
     while requests.get(gateway.url + accepted["status_url"], timeout=30).json()["status"] in ("queued", "running"):
@@ -85,14 +87,14 @@ def test_rollback_through_the_gateway(replicated):
         time.sleep(0.5)
     listing = requests.get(gateway.url + "/models/torch/versions", timeout=30).json()
     assert listing["promoted"] == 1 and [v["version"] for v in listing["versions"]] == [2, 1]
-    promoted = requests.post(gateway.url + "/models/torch/versions/2/promote", json={}, timeout=30)
+    promoted = API.post(gateway.url + "/models/torch/versions/2/promote", json={}, timeout=30)
     assert promoted.status_code == 200 and promoted.json()["version"] == 2
     deadline = time.monotonic() + 60
     while set(replica_versions(gateway).values()) != {2}:
         assert time.monotonic() < deadline, replica_versions(gateway)
         time.sleep(0.2)
-    assert requests.post(gateway.url + "/models/torch/versions/1/promote", json={}, timeout=30).json()["previous"] == 2
-    assert requests.post(gateway.url + "/models/torch/versions/42/promote", json={}, timeout=30).status_code == 404
+    assert API.post(gateway.url + "/models/torch/versions/1/promote", json={}, timeout=30).json()["previous"] == 2
+    assert API.post(gateway.url + "/models/torch/versions/42/promote", json={}, timeout=30).status_code == 404
     assert requests.get(gateway.url + "/models/nope/versions", timeout=30).status_code == 404
 
 
@@ -100,7 +102,7 @@ def test_no_request_is_lost_when_a_replica_stops_under_load(replicated):
     gateway, _, servers = replicated
 
     def predict(_):
-        response = requests.post(gateway.url + "/predict", json={"pixels": PIXELS}, timeout=30)
+        response = API.post(gateway.url + "/predict", json={"pixels": PIXELS}, timeout=30)
         entry = response.json()["predictions"][0] if response.ok else {"error": response.text}
         return entry.get("served_by") or f"error: {entry.get('error')}"
 

@@ -445,3 +445,22 @@ def test_the_gateway_accepts_only_known_host_names(base, overlay):
     assert allowed(base) == ["localhost", "127.0.0.1"]  # kubectl port-forward
     ingress_host = _one(overlay, "Ingress", "gateway")["spec"]["rules"][0]["host"]
     assert ingress_host in allowed(overlay)
+
+
+def test_tokens_come_from_the_secret(base):
+    for name, deployment in _objects(base, "Deployment").items():
+        spec = _pod_spec(deployment)
+        app = next(c for c in spec["containers"] if c["name"] == "app")
+        secrets = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+        assert secrets["tokens"]["secretName"] == "mnistcmp-tokens", name
+        mount = next(m for m in app["volumeMounts"] if m["name"] == "tokens")
+        assert mount["readOnly"] is True
+        wanted = ["API_TOKEN_FILE", "SERVICE_TOKEN_FILE"] if name == "gateway" else ["API_TOKEN_FILE"]
+        for variable in wanted:
+            path = _env(app)[variable]
+            assert path.startswith(mount["mountPath"] + "/"), (name, variable, path)
+            key = path.rsplit("/", 1)[1]
+            items = secrets["tokens"].get("items")
+            assert items is None or key in {i["path"] for i in items}, (name, key)
+    assert _env(next(c for c in _pod_spec(_one(base, "Deployment", "gateway"))["containers"]))["API_TOKEN_FILE"] \
+        .endswith("/api-token")

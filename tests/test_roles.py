@@ -11,7 +11,9 @@ import time
 import pytest
 import requests
 
-from servekit.testing import ServiceProcess, wait_for_job
+from servekit.testing import ServiceProcess, authorized, wait_for_job
+
+API = authorized()  # state-changing calls carry the token of the processes the tests start
 
 POLL_S = 0.5  # MODEL_POLL_S of conftest.start_role
 CONVERGE_S = 60.0  # poll + load + warm-up, with a generous margin for a loaded CI machine
@@ -34,7 +36,7 @@ def fleet(tmp_path_factory, role_factory):
 
 
 def train(trainer: ServiceProcess, **body) -> dict:
-    response = requests.post(trainer.url + "/train", json={"model": "torch", **body}, timeout=30)
+    response = API.post(trainer.url + "/train", json={"model": "torch", **body}, timeout=30)
     assert response.status_code == 202, response.text
     job = wait_for_job(trainer.url + response.json()["status_url"], timeout=600)
     assert job["status"] == "succeeded", job
@@ -46,7 +48,7 @@ def serving_versions(server: ServiceProcess, samples: int = 8) -> set:
     pixels = [[0.0] * 28 for _ in range(28)]
     versions = set()
     for _ in range(samples):
-        response = requests.post(server.url + "/predict", json={"pixels": pixels}, timeout=30)
+        response = API.post(server.url + "/predict", json={"pixels": pixels}, timeout=30)
         versions.add(response.json()["predictions"][0]["model_version"] if response.ok else None)
     return versions
 
@@ -73,11 +75,11 @@ def test_roles_report_themselves(fleet):
 
 def test_a_server_never_trains_and_a_trainer_never_serves(fleet):
     trainer, (one, two), _ = fleet
-    refused = requests.post(one.url + "/train", json={}, timeout=10)
+    refused = API.post(one.url + "/train", json={}, timeout=10)
     assert refused.status_code == 409 and trainer.url in refused.json()["error"]
-    assert requests.post(two.url + "/train", json={}, timeout=10).status_code == 409
-    assert requests.post(two.url + "/models/torch/versions/1/promote", json={}, timeout=10).status_code == 409
-    predict = requests.post(trainer.url + "/predict", json={"pixels": [[0.0] * 28] * 28}, timeout=10)
+    assert API.post(two.url + "/train", json={}, timeout=10).status_code == 409
+    assert API.post(two.url + "/models/torch/versions/1/promote", json={}, timeout=10).status_code == 409
+    predict = API.post(trainer.url + "/predict", json={"pixels": [[0.0] * 28] * 28}, timeout=10)
     assert predict.status_code == 409 and "server" in predict.json()["error"]
 
 
@@ -96,7 +98,7 @@ def test_training_publishes_a_version_that_every_server_serves(fleet):
     seconds = wait_converged(servers, 1)
     print(f"every replica served version 1 {seconds:.2f} s after the job ended (poll {POLL_S} s)")
     for server in servers:
-        prediction = requests.post(server.url + "/predict", json={"pixels": [[0.0] * 28] * 28},
+        prediction = API.post(server.url + "/predict", json={"pixels": [[0.0] * 28] * 28},
                                    timeout=30).json()["predictions"][0]
         assert prediction["model_version"] == 1 and prediction["served_by"].endswith(f":{server.port}")
         metadata = requests.get(server.url + "/v2/models/torch", timeout=10).json()
@@ -122,12 +124,12 @@ def test_promote_always_then_roll_back(fleet):
     result = train(trainer, **WORSE)  # promote defaults to always
     assert result["version"] == 3 and result["promoted"] is True
     wait_converged(servers, 3)
-    rollback = requests.post(trainer.url + "/models/torch/versions/1/promote", json={}, timeout=30)
+    rollback = API.post(trainer.url + "/models/torch/versions/1/promote", json={}, timeout=30)
     assert rollback.status_code == 200, rollback.text
     assert rollback.json()["version"] == 1 and rollback.json()["previous"] == 3
     seconds = wait_converged(servers, 1)
     print(f"rollback to version 1 served everywhere after {seconds:.2f} s")
-    missing = requests.post(trainer.url + "/models/torch/versions/99/promote", json={}, timeout=30)
+    missing = API.post(trainer.url + "/models/torch/versions/99/promote", json={}, timeout=30)
     assert missing.status_code == 404 and "99" in missing.json()["error"]
 
 
@@ -143,17 +145,17 @@ def test_pruning_keeps_the_promoted_version(fleet):
 def test_cancel_stops_a_job_and_writes_nothing(fleet):
     trainer, _, repository = fleet
     before = sorted(p.name for p in (repository / "torch").iterdir())
-    accepted = requests.post(trainer.url + "/train", json={"model": "torch", "epochs": 3}, timeout=30).json()
+    accepted = API.post(trainer.url + "/train", json={"model": "torch", "epochs": 3}, timeout=30).json()
     deadline = time.monotonic() + 60
     while requests.get(trainer.url + accepted["status_url"], timeout=10).json()["step"] < 2:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    cancel = requests.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", json={}, timeout=10)
+    cancel = API.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", json={}, timeout=10)
     assert cancel.status_code == 202
     job = wait_for_job(trainer.url + accepted["status_url"], timeout=60)
     assert job["status"] == "cancelled" and job["results"]["torch"]["status"] == "cancelled"
     assert sorted(p.name for p in (repository / "torch").iterdir()) == before
-    again = requests.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", json={}, timeout=10)
+    again = API.post(f"{trainer.url}/train/{accepted['job_id']}/cancel", json={}, timeout=10)
     assert again.status_code == 409
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -52,7 +53,14 @@ def test_run_local_starts_everything_and_ctrl_c_stops_it(tmp_path, mnist):
             time.sleep(1)
         assert sorted(s["name"] for s in services) == ["keras", "tf", "torch"]
         assert all(s["up"] for s in services), services
-        assert f"open http://127.0.0.1:{ports['GATEWAY']}" in (tmp_path / "run-local.log").read_text()
+        link = re.search(rf"open http://127\.0\.0\.1:{ports['GATEWAY']}/#token=(\S+) in a browser",
+                         (tmp_path / "run-local.log").read_text())
+        assert link and link.group(1) == (tmp_path / "gateway" / "api_token").read_text()
+        # The gateway reaches the services with the run's service token: the service says "not trained",
+        # not 401/403.
+        refused = requests.post(gateway + "/evaluate", json={"models": ["torch"], "limit": 10}, timeout=60,
+                                headers={"Authorization": f"Bearer {link.group(1)}"})
+        assert refused.status_code == 200 and "not trained" in refused.json()["results"][0]["error"]
         assert listening_addresses(ports.values()) == {"127.0.0.1"}  # nothing on the LAN
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the foreground group

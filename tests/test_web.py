@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
 
-from servekit.testing import png_bytes
+from servekit.testing import TEST_TOKEN, authorized, png_bytes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -46,7 +45,7 @@ def page(browser, stack):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(stack.url + "/")
+    page.goto(f"{stack.url}/#token={TEST_TOKEN}")  # the link the gateway prints at start
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
@@ -135,7 +134,7 @@ def test_upload_of_a_real_digit_wins_the_consensus(page, digits, tmp_path):
 
 
 def test_compare_table_and_chart(page, stack):
-    requests.post(stack.url + "/benchmark", json={"requests": 20}, timeout=600).raise_for_status()
+    authorized().post(stack.url + "/benchmark", json={"requests": 20}, timeout=600).raise_for_status()
     page.click("#refresh-compare")
     page.wait_for_function("() => document.querySelectorAll('#compare-table tbody tr').length === 5")
     page.wait_for_function("() => document.querySelector('#chart').naturalWidth > 0")
@@ -157,3 +156,16 @@ def test_stopped_service_shows_error_card_while_others_answer(page, stack, digit
         page.screenshot(path=str(ARTIFACTS / "service-down.png"), full_page=True)
     finally:
         torch.start()
+
+
+def test_the_token_leaves_the_address_bar_and_without_it_the_page_says_where_to_find_it(page, browser, stack):
+    assert "token" not in page.url  # kept for the tab, not left in the address bar or the history
+    context = browser.new_context()
+    try:
+        anonymous = context.new_page()
+        anonymous.goto(stack.url + "/")
+        anonymous.click("#evaluate")
+        anonymous.wait_for_function("document.querySelector('#compare-status').textContent.includes('token')")
+        assert "/#token=" in anonymous.locator("#compare-status").inner_text()
+    finally:
+        context.close()

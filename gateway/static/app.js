@@ -4,10 +4,26 @@
 const $ = (selector) => document.querySelector(selector);
 const FRAMEWORK_CLASS = { keras: "keras", torch: "torch", tensorflow: "tensorflow" };
 
+// The access token arrives once in the URL's fragment (/#token=..., printed by the gateway at start: a
+// fragment never reaches a server or a Referer), is kept for this tab, and goes with every request.
+const TOKEN_KEY = "mnistcmp-token";
+(function keepTokenFromUrl() {
+  const match = location.hash.match(/token=([^&]+)/);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { ...(options.headers || {}), ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+  const response = await fetch(path, { ...options, headers });
   let body = null;
   try { body = await response.json(); } catch (_) { /* not JSON */ }
+  if (response.status === 401 || response.status === 403) {
+    throw new Error("This needs the access token: open the page from the link the gateway printed when it " +
+                    "started (it ends in /#token=...).");
+  }
   if (!response.ok) throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
   return body;
 }

@@ -19,6 +19,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .auth import inference, install_auth, load_auth
 from .backend import Backend, FrameworkInfo
 from .errors import ApiError, Conflict
 from .inference_protocol import inference_protocol_blueprint
@@ -85,6 +86,11 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
     app.extensions["model_service"] = service
     install_error_handlers(app)
     install_web_security(app, settings.allowed_hosts)
+    auth = load_auth()
+    if auth.generated:
+        log.warning("no API_TOKEN or API_TOKEN_FILE: training and evaluation need the generated token %s; give "
+                    "the gateway the same one as SERVICE_TOKEN", auth.token)
+    install_auth(app, auth)
     instrument(app, metrics)
 
     serving = watcher = trainer = None
@@ -201,6 +207,7 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
     @app.post("/predict")
     @documented(request_body=PREDICT_REQUEST, response=PREDICT)
     @accepts_any_media_type
+    @inference
     def predict():
         """Predict one digit (uploaded image or JSON pixels) with every model, or ``?model=``."""
         x = predict_input(request)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, jsonify, request
 
+from .auth import inference
 from .errors import BadRequest
 from .inputs import json_body
 from .service import ModelService
@@ -60,6 +61,7 @@ def inference_protocol_blueprint(service: ModelService, on_inference) -> Bluepri
 
     @v2.post("/models/<name>/infer")
     @accepts_any_media_type  # tritonclient sends no Content-Type
+    @inference
     def infer(name: str):
         """Inference on an FP32 [N, 28, 28, 1] tensor; returns FP32 [N, 10] probabilities."""
         served = service.select(name)[0]

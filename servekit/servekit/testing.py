@@ -13,6 +13,15 @@ import numpy as np
 import requests
 from PIL import Image
 
+TEST_TOKEN = "test-token-4f1d"  # API_TOKEN of the services and gateways the tests start
+
+
+def authorized() -> requests.Session:
+    """A session that sends ``Authorization: Bearer TEST_TOKEN`` with every request."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TEST_TOKEN}"
+    return session
+
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
