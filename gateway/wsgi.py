@@ -1,4 +1,4 @@
-"""The gateway's WSGI entry point: ``gunicorn -c gateway/gunicorn.conf.py gateway.wsgi:app``."""
+"""The gateway's WSGI app, served by ``python -m gateway.serve`` (waitress; why: gateway/serve.py)."""
 
 from servekit.logs import configure_logging
 

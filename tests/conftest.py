@@ -69,11 +69,10 @@ def service(request, tmp_path_factory):
 
 
 def start_gateway(service_urls: dict[str, str], data_dir: Path, **extra_env: str) -> ServiceProcess:
-    """Start the gateway under gunicorn (from the repository root, as `make run` does)."""
+    """Start the gateway under waitress (from the repository root, as `make run` does)."""
     env = {"SERVICE_URLS": ",".join(f"{n}={u}" for n, u in service_urls.items()), "GATEWAY_DATA_DIR": str(data_dir),
            "API_TOKEN": TEST_TOKEN, "SERVICE_TOKEN": TEST_TOKEN, **extra_env}
-    return ServiceProcess(ROOT, ROOT / ".venvs" / "dev", env, app="gateway.wsgi:app",
-                          config="gateway/gunicorn.conf.py").start()
+    return ServiceProcess(ROOT, ROOT / ".venvs" / "dev", env, module="gateway.serve").start()
 
 
 @pytest.fixture(scope="module")

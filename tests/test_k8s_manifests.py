@@ -464,3 +464,9 @@ def test_tokens_come_from_the_secret(base):
             assert items is None or key in {i["path"] for i in items}, (name, key)
     assert _env(next(c for c in _pod_spec(_one(base, "Deployment", "gateway"))["containers"]))["API_TOKEN_FILE"] \
         .endswith("/api-token")
+
+
+def test_the_gateway_limits_each_clients_predictions(base):
+    gateway = _pod_spec(_one(base, "Deployment", "gateway"))["containers"][0]
+    assert _env(gateway)["RATE_LIMIT"]  # set here (off by default in compose and make run, for benchmarks)
+    assert "GATEWAY_TRUSTED_PROXY" in _env(gateway)

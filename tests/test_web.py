@@ -165,7 +165,8 @@ def test_the_token_leaves_the_address_bar_and_without_it_the_page_says_where_to_
         anonymous = context.new_page()
         anonymous.goto(stack.url + "/")
         anonymous.click("#evaluate")
-        anonymous.wait_for_function("document.querySelector('#compare-status').textContent.includes('token')")
+        # (a locator wait: the page's CSP forbids the eval that wait_for_function's string form needs)
+        anonymous.locator("#compare-status", has_text="token").wait_for(timeout=30_000)
         assert "/#token=" in anonymous.locator("#compare-status").inner_text()
     finally:
         context.close()

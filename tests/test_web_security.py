@@ -204,3 +204,19 @@ def test_a_token_file_and_the_service_token_the_gateway_sends(tmp_path, service_
     finally:
         right.stop()
         wrong.stop()
+
+
+def test_behind_a_trusted_proxy_the_rate_is_per_forwarded_client(tmp_path, gateway_factory):
+    proxied = gateway_factory({"torch": f"http://127.0.0.1:{free_port()}"}, tmp_path, RATE_LIMIT="2/minute",
+                              GATEWAY_TRUSTED_PROXY="127.0.0.1")
+    try:
+        pixels = {"pixels": [[0.0] * 28 for _ in range(28)]}
+
+        def predict(client):
+            return requests.post(proxied.url + "/predict", json=pixels, headers={"X-Forwarded-For": client},
+                                 timeout=10).status_code
+
+        assert [predict("203.0.113.7") for _ in range(3)] == [502, 502, 429]
+        assert predict("198.51.100.2") == 502  # another client behind the same proxy has its own limit
+    finally:
+        proxied.stop()

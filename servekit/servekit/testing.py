@@ -31,11 +31,14 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """A server started with ``<venv>/bin/gunicorn -c <config> <app>`` in ``folder`` (as `make run` does)."""
+    """A server started in ``folder`` as `make run` starts it: ``<venv>/bin/gunicorn -c <config> <app>``, or
+    ``<venv>/bin/python -m <module>`` when ``module`` is given (the gateway's waitress)."""
 
     def __init__(self, folder: Path, venv: Path, env: dict[str, str], port: int | None = None,
-                 app: str = "app:app", config: str = "gunicorn.conf.py"):
+                 app: str = "app:app", config: str = "gunicorn.conf.py", module: str | None = None):
         self.folder, self.venv, self.app, self.config = Path(folder), Path(venv), app, config
+        self.command = ([str(self.venv / "bin" / "python"), "-m", module] if module
+                        else [str(self.venv / "bin" / "gunicorn"), "-c", config, app])
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.url = f"http://127.0.0.1:{self.port}"
@@ -47,10 +50,8 @@ class ServiceProcess:
         """Start the process and wait until /health answers."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [str(self.venv / "bin" / "gunicorn"), "-c", self.config, self.app],
-            cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        self.process = subprocess.Popen(self.command, cwd=self.folder, env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT)
         wait_healthy(self.url + "/health", timeout, self.process, self.log_path)
         return self
 
