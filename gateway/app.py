@@ -23,7 +23,14 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from servekit.app import install_error_handlers
 from servekit.auth import inference, install_auth, load_auth, read_token
 from servekit.errors import ApiError, BadRequest
-from servekit.inputs import json_body, optional_int, optional_str, predict_input, train_config
+from servekit.inputs import (
+    TRAIN_REQUEST_FIELDS,
+    json_body,
+    optional_int,
+    optional_str,
+    predict_input,
+    train_config,
+)
 from servekit.limits import Slots, install_rate_limit
 from servekit.metrics import GatewayMetrics
 from servekit.observability import REQUEST_ID_HEADER, instrument
@@ -137,7 +144,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(request_body={"application/json": RUN_REQUEST}, response=RUN_ACCEPTED, status=202)
     def train():
         """Start a run training every (or the chosen) model; one at a time unless ``parallel``."""
-        body = json_body(request)
+        body = json_body(request, allowed=(TRAIN_REQUEST_FIELDS - {"model", "run_id"}) | {"models", "parallel"})
         models = _model_list(body)
         parallel = body.get("parallel", False)
         if not isinstance(parallel, bool):
@@ -187,7 +194,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(request_body={"application/json": SELECTION}, response=EVALUATION_RECORD)
     def evaluate():
         """Every (or the chosen) model's test accuracy, from all services in parallel."""
-        body = json_body(request)
+        body = json_body(request, allowed={"models", "limit"})
         limit = optional_int(body, "limit", 1, 10_000)
         plan = directory.resolve(_model_list(body))
         with evaluations.take():
@@ -207,7 +214,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(request_body={"application/json": BENCHMARK_REQUEST}, response=BENCHMARK)
     def benchmark():
         """Latency percentiles and throughput of every (or the chosen) model's /predict, one model at a time."""
-        body = json_body(request)
+        body = json_body(request, allowed={"models", "requests", "concurrency", "max_seconds"})
         count = optional_int(body, "requests", 1, MAX_REQUESTS) or 200
         concurrency = optional_int(body, "concurrency", 1, MAX_CONCURRENCY) or 1
         max_seconds = body.get("max_seconds", DEFAULT_MAX_SECONDS)
@@ -338,5 +345,8 @@ def _model_list(body: dict) -> list[str] | None:
     models = body.get("models")
     if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
         raise BadRequest("'models' must be a list of model names")
+    if models is not None and len(set(models)) != len(models):
+        repeated = sorted({m for m in models if models.count(m) > 1})
+        raise BadRequest(f"'models' names {', '.join(repeated[:5])} more than once")
     return models
 

@@ -96,7 +96,9 @@ def test_services_apply_the_same_rules(service_factory):
     # The gateway reaches replicas by address: any Host is fine on a service unless ALLOWED_HOSTS says.
     assert requests.get(service.url + "/models", headers={"Host": "10.0.0.7:8002"}, timeout=10).status_code == 200
     # Uploads and untyped Open Inference Protocol bodies (tritonclient sends no Content-Type) still work.
-    digit = png_bytes(np.full((28, 28), 255, np.uint8))
+    one = np.full((28, 28), 255, np.uint8)
+    one[5:23, 12:16] = 0  # a "1", black on white
+    digit = png_bytes(one)
     upload = API.post(service.url + "/predict", files={"image": ("d.png", digit, "image/png")}, timeout=10)
     raw = API.post(service.url + "/predict", data=digit, headers={"Content-Type": "image/png"}, timeout=10)
     assert upload.status_code == raw.status_code == 503  # read, then refused only because nothing is trained

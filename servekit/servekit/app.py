@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from .auth import inference, install_auth, load_auth
 from .backend import Backend, FrameworkInfo
 from .errors import ApiError, Conflict
 from .inference_protocol import inference_protocol_blueprint
-from .inputs import json_body, optional_int, optional_str, predict_input, train_config
+from .inputs import TRAIN_REQUEST_FIELDS, json_body, optional_int, optional_str, predict_input, train_config
 from .limits import Slots, install_rate_limit
 from .metrics import ServiceMetrics
 from .models import describe
@@ -53,8 +54,19 @@ from .web_security import accepts_any_media_type, install_web_security
 log = logging.getLogger(__name__)
 
 
+class StrictJSONProvider(DefaultJSONProvider):
+    """JSON answers are strict JSON: NaN and Infinity are a server error, never a body clients choke on."""
+
+    def dumps(self, obj, **kwargs):
+        return super().dumps(obj, allow_nan=False, **kwargs)
+
+
 def install_error_handlers(app: Flask) -> None:
-    """Every error becomes JSON ``{"error": ...}`` with the contract's status; never an HTML page."""
+    """Every error becomes JSON ``{"error": ...}`` with the contract's status; never an HTML page.
+
+    Also makes every JSON answer strict (no NaN or Infinity).
+    """
+    app.json = StrictJSONProvider(app)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -199,7 +211,7 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
     @documented(request_body={"application/json": EVALUATE_REQUEST}, response=EVALUATE)
     def evaluate():
         """Test-split accuracy and loss of one (``model``) or every model's serving version."""
-        body = json_body(request)
+        body = json_body(request, allowed={"model", "limit"})
         limit = optional_int(body, "limit", 1, 10_000)
         with evaluations.take():  # each is a pass over the test set; they would only slow each other down
             return jsonify(results=serving.evaluate(optional_str(body, "model"), limit))
@@ -213,7 +225,8 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         x = predict_input(request)
         predictions = serving.predict(x, request.args.get("model"))
         for p in predictions:
-            record_inference(p["model"], p["inference_ms"] / 1000.0, 1)
+            if "inference_ms" in p:
+                record_inference(p["model"], p["inference_ms"] / 1000.0, 1)
         return jsonify(predictions=predictions)
 
 
@@ -225,7 +238,7 @@ def _register_training_routes(app: Flask, trainer: Trainer) -> None:
 
         ``promote``: ``always`` (default), ``if_better`` or ``never``.
         """
-        body = json_body(request)
+        body = json_body(request, allowed=TRAIN_REQUEST_FIELDS)
         accepted = trainer.start_training(
             optional_str(body, "model"), train_config(body), optional_str(body, "promote") or "always",
             optional_str(body, "run_id"),

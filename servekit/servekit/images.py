@@ -11,13 +11,15 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_PIXELS = 40_000_000  # beyond this an image is refused as a likely decompression bomb
 INK_THRESHOLD = 0.1
+PAPER_PERCENTILE = 98  # of the border's brightness after inversion: the paper's level
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 MNIST_CENTRE = 14.0  # pixels above this (0..1, ink-bright) count as ink when cropping
 
 
@@ -28,21 +30,28 @@ def image_to_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     image = _open(data, max_pixels)
     gray = _to_gray_on_white(image)
     ink = _ink_on_black(gray)
+    if not (ink > INK_THRESHOLD).any():
+        raise ApiError("no digit found in the image: it is blank (or all one shade); draw or photograph a digit",
+                       422)
     return mnist_frame(ink)[..., np.newaxis]
 
 
 def pixels_to_input(pixels: object) -> np.ndarray:
-    """Validate a 28x28 nested list of 0..1 floats (already MNIST-like) -> float32 (28, 28, 1)."""
-    try:
-        array = np.asarray(pixels, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"'pixels' must be a 28x28 nested list of numbers in 0..1: {exc}") from exc
-    if array.shape == (28, 28, 1):
-        array = array[..., 0]
-    if array.shape != (28, 28):
-        raise BadRequest(f"'pixels' must be 28x28, got shape {list(array.shape)}")
-    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
-        raise BadRequest("'pixels' values must be finite numbers between 0 and 1")
+    """Validate a 28x28 nested list of 0..1 numbers (already MNIST-like) -> float32 (28, 28, 1).
+
+    Strict: strings, booleans and nulls are refused rather than converted ("0.5" and true are not pixels).
+    """
+    if not (isinstance(pixels, list) and len(pixels) == 28 and all(isinstance(r, list) and len(r) == 28
+                                                                     for r in pixels)):
+        shape = f"{len(pixels)} rows" if isinstance(pixels, list) else type(pixels).__name__
+        raise BadRequest(f"'pixels' must be 28x28, a list of 28 lists of 28 numbers (got {shape})")
+    for row in pixels:
+        for value in row:
+            if isinstance(value, list) and len(value) == 1:  # [28][28][1], as the model's input is shaped
+                value = value[0]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise BadRequest(f"'pixels' values must be numbers between 0 and 1, got {value!r:.40}")
+    array = np.array([[v[0] if isinstance(v, list) else v for v in row] for row in pixels], dtype=np.float32)
     return array[..., np.newaxis]
 
 
@@ -74,6 +83,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
                     f"the image is {image.width}x{image.height} pixels; at most {max_pixels:,} pixels are accepted"
                 )
             image.load()
+            image = ImageOps.exif_transpose(image)  # a phone photo is stored sideways with an orientation tag
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PayloadTooLarge(f"the image is too large to decode safely: {exc}") from exc
         except UnidentifiedImageError as exc:
@@ -87,6 +97,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 def _to_gray_on_white(image: Image.Image) -> np.ndarray:
     """Composite any transparency on white and convert to grayscale floats 0..1."""
+    if image.mode in SIXTEEN_BIT_MODES:  # Pillow's "L" conversion would clip 16-bit values to white
+        return np.clip(np.asarray(image, np.float32) / 65535.0, 0.0, 1.0)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -95,9 +107,19 @@ def _to_gray_on_white(image: Image.Image) -> np.ndarray:
 
 
 def _ink_on_black(gray: np.ndarray) -> np.ndarray:
-    """Invert light-background images so the ink is bright on black, as in MNIST."""
+    """Invert light-background images so the ink is bright on black, as in MNIST, then take the paper away.
+
+    A photo or scan has grey, shaded or noisy paper, not MNIST's pure black: its level, read from the
+    border (a high percentile, so that shading and noise stay under it), is subtracted and the rest
+    stretched to 0..1, so that the paper does not become a grey box that the crop keeps whole.
+    """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return 1.0 - gray if np.median(border) > 0.5 else gray
+    ink = 1.0 - gray if np.median(border) > 0.5 else gray
+    ink_border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
+    paper = float(np.percentile(ink_border, PAPER_PERCENTILE))
+    if paper <= 0.0 or paper >= 0.95:
+        return ink
+    return np.clip((ink - paper) / (1.0 - paper), 0.0, 1.0)
 
 
 def _centre_by_mass(frame: np.ndarray) -> np.ndarray:

@@ -104,10 +104,16 @@ def _input_tensor(body: dict, max_batch: int) -> np.ndarray:
     if not 1 <= shape[0] <= max_batch:
         raise BadRequest(f"batch size must be between 1 and {max_batch}, got {shape[0]}")
     try:
-        data = np.asarray(tensor.get("data"), dtype=np.float32).reshape(shape)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"input data does not match shape {shape}: {exc}") from exc
-    if not np.all(np.isfinite(data)):
-        raise BadRequest("input data must be finite numbers")
+        raw = np.asarray(tensor.get("data"))
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise BadRequest(f"input data must be a (flat or nested) list of numbers: {exc}") from None
+    if raw.dtype.kind not in "iuf":  # strings, booleans, nulls, ragged lists, integers beyond 64 bits
+        raise BadRequest("input data must be numbers (no strings, booleans or nulls)")
+    if raw.size != int(np.prod(shape)):
+        raise BadRequest(f"input data has {raw.size} values; shape {shape} needs {int(np.prod(shape))}")
+    data = raw.astype(np.float32).reshape(shape)
+    # The models take MNIST-scaled pixels; far larger values overflow the network into NaN.
+    if not (np.all(np.isfinite(data)) and data.min() >= 0.0 and data.max() <= 1.0):
+        raise BadRequest("input data must be pixels scaled to 0..1")
     return data
 

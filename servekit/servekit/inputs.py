@@ -16,18 +16,23 @@ from .images import image_to_input, pixels_to_input
 # name: (type, minimum, maximum)
 TRAIN_FIELDS = {
     "epochs": (int, 1, 100),
-    "batch_size": (int, 1, 60_000),
+    "batch_size": (int, 1, 4096),  # one batch of 54k images would need 15-25 GB
     "learning_rate": (float, 1e-7, 10.0),
     "seed": (int, 0, 2**31 - 1),
     "train_limit": (int, 1, 60_000),
 }
+TRAIN_REQUEST_FIELDS = {*TRAIN_FIELDS, "model", "promote", "run_id"}
+MAX_TRAIN_STEPS = 100_000  # per model and run: 5 epochs of 54k at batch 128 are 2,110
+FULL_TRAIN_SET = 54_000
 
 
-def json_body(request: Request, required: bool = False, any_content_type: bool = False) -> dict:
+def json_body(request: Request, required: bool = False, any_content_type: bool = False,
+              allowed: set[str] | frozenset[str] | None = None) -> dict:
     """The request's JSON object; {} when there is no body and none is required.
 
     ``any_content_type`` reads JSON whatever the Content-Type says (the Open Inference
-    Protocol's clients do not always send one).
+    Protocol's clients do not always send one). ``allowed`` names the accepted fields:
+    any other is a 400, so that a typo (``epoch``) is not silently ignored.
     """
     if not request.get_data(cache=True):
         if required:
@@ -35,11 +40,19 @@ def json_body(request: Request, required: bool = False, any_content_type: bool =
         return {}
     if not (request.is_json or any_content_type):
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
-    body = request.get_json(silent=True, force=any_content_type)
+    try:
+        body = request.get_json(silent=True, force=any_content_type)
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply") from None
     if body is None:
         raise BadRequest("the body is not valid JSON")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(set(body) - set(allowed))
+        if unknown:
+            raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                             f"accepted: {', '.join(sorted(allowed))}")
     return body
 
 
@@ -76,7 +89,12 @@ def train_config(body: dict) -> TrainConfig:
         if not low <= value <= high:
             raise BadRequest(f"'{name}' must be between {low} and {high}, got {value}")
         values[name] = kind(value)
-    return TrainConfig(**values)
+    config = TrainConfig(**values)
+    steps = config.epochs * -(-min(config.train_limit or FULL_TRAIN_SET, FULL_TRAIN_SET) // config.batch_size)
+    if steps > MAX_TRAIN_STEPS:
+        raise BadRequest(f"{config.epochs} epochs at batch_size {config.batch_size} are {steps:,} steps per model; "
+                         f"at most {MAX_TRAIN_STEPS:,} are accepted (raise batch_size or lower epochs)")
+    return config
 
 
 def predict_input(request: Request) -> np.ndarray:
@@ -89,7 +107,7 @@ def predict_input(request: Request) -> np.ndarray:
     if request.mimetype.startswith("image/"):
         return image_to_input(request.get_data())[np.newaxis]
     if request.is_json:
-        body = json_body(request, required=True)
+        body = json_body(request, required=True, allowed={"pixels"})
         if "pixels" not in body:
             raise BadRequest("the JSON body needs 'pixels': a 28x28 nested list of 0..1 floats")
         return pixels_to_input(body["pixels"])[np.newaxis]

@@ -9,6 +9,7 @@ cancelled job stops at its next training step and writes nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 
 MAX_KEPT_JOBS = 200
 FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def finite_or_none(value: float) -> float | None:
+    """The value as a float, or None when it is NaN or infinite (which JSON cannot carry)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class JobCancelled(BaseException):
@@ -77,11 +84,13 @@ class TrainingJob:
 
     def step_done(self, step: int, loss: float, accuracy: float) -> None:
         with self._lock:
-            self.step, self.loss, self.accuracy = step, float(loss), float(accuracy)
+            self.step, self.loss, self.accuracy = step, finite_or_none(loss), finite_or_none(accuracy)
 
     def end_epoch(self, record: EpochRecord) -> None:
         with self._lock:
-            self.results[self.model]["history"].append(record.to_dict())
+            entry = {key: finite_or_none(value) if isinstance(value, float) else value
+                     for key, value in record.to_dict().items()}  # a diverged epoch shows null, not NaN
+            self.results[self.model]["history"].append(entry)
             self.step = self.steps_per_epoch
 
     def end_model(self, model: str, outcome: dict) -> None:

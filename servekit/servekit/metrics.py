@@ -9,9 +9,18 @@ worker's (the ``served_by`` and the scrape target tell replicas apart).
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def bounded_path(path: str) -> str:
+    """A call's path as a label: no query string, job ids and version numbers as placeholders."""
+    path = path.split("?", 1)[0]
+    path = re.sub(r"^/train/[^/]+", "/train/<job_id>", path)
+    return re.sub(r"/versions/\d+", "/versions/<version>", path)
 
 
 class RequestMetrics:
@@ -75,7 +84,7 @@ class GatewayMetrics(RequestMetrics):
 
     def observe_backend_call(self, service: str, path: str, seconds: float, ok: bool) -> None:
         """Record one call to a service (the path without its query string)."""
-        path = path.split("?", 1)[0]
+        path = bounded_path(path)
         self.backend_seconds.labels(service, path).observe(seconds)
         if not ok:
             self.backend_errors.labels(service, path).inc()

@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from .metrics import RequestMetrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 access_log = logging.getLogger("access")
 
 
@@ -26,7 +27,8 @@ def instrument(app: Flask, metrics: RequestMetrics) -> None:
     def finish_request(response: Response):
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in KNOWN_METHODS else "other"  # a label set that stays bounded
+        metrics.requests.labels(endpoint, method, str(response.status_code)).inc()
         metrics.request_seconds.labels(endpoint).observe(seconds)
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         access_log.info(

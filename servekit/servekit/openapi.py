@@ -17,11 +17,15 @@ ERROR_SCHEMA = {
     "properties": {"error": {"type": "string", "description": "what went wrong and what to do"}},
 }
 ERROR_STATUSES = {
-    "400": "bad input",
+    "400": "bad input (malformed, too deep, wrong types, unknown fields, out of range)",
+    "401": "a token is needed: Authorization: Bearer <token>",
+    "403": "wrong token, or a cross-site request",
     "404": "unknown model, job or path",
-    "409": "a training job is already running",
+    "409": "a training job (or benchmark) is already running, or the wrong role",
     "413": "upload too large",
     "415": "unsupported media type",
+    "422": "no digit found in the image",
+    "429": "too many requests (rate limit or busy evaluations); see Retry-After",
     "502": "no service answered (gateway)",
     "503": "model not trained or data not loaded",
 }

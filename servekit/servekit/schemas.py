@@ -60,7 +60,9 @@ EVALUATE = obj({"results": array_of(EVALUATION)})
 PREDICTION = obj({"model": STRING, "label": {"type": "integer", "minimum": 0, "maximum": 9},
                   "probabilities": PROBABILITIES, "inference_ms": NUMBER},
                  {"framework": STRING, "model_version": NULLABLE_INTEGER, "served_by": STRING})
-PREDICT = obj({"predictions": array_of(PREDICTION)})
+MODEL_NOT_READY = obj({"model": STRING, "error": STRING}, {"model_version": NULLABLE_INTEGER, "framework": STRING,
+                                                           "served_by": STRING})
+PREDICT = obj({"predictions": array_of({"oneOf": [PREDICTION, MODEL_NOT_READY]})})
 VERSION = obj({"version": INTEGER, "promoted": BOOLEAN}, {"test_accuracy": NULLABLE_NUMBER,
                                                           "created_at": NULLABLE_STRING})
 VERSIONS = obj({"model": STRING, "promoted": NULLABLE_INTEGER, "versions": array_of(VERSION)},

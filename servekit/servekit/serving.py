@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .backend import Backend
-from .errors import BadRequest
+from .errors import ApiError, BadRequest
 from .mnist import to_model_input
 from .service import ModelService
 
@@ -47,10 +47,21 @@ class Serving:
         if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
             raise BadRequest(f"expected images of shape [N, 28, 28, 1], got {list(x.shape)}")
         info, served_by = self.service.info, self.service.settings.served_by
+        selected = self.service.select(name)
+        if not any(served.ready for served in selected):
+            selected[0].current()  # NotReady (503): nothing here can answer
         predictions = []
-        for served in self.service.select(name):
+        for served in selected:
+            if not served.ready:  # the ready models still answer; this one says why it cannot
+                predictions.append({"model": served.name, "model_version": None, "framework": info.framework,
+                                    "served_by": served_by,
+                                    "error": f"model {served.name!r} is not trained yet; POST /train first"})
+                continue
             installed = served.current()
             probabilities, inference_ms = timed_predict(installed.backend, x)
+            if not np.all(np.isfinite(probabilities)):
+                raise ApiError(f"model {served.name!r} (version {installed.version}) gave non-finite output "
+                               "for this input", 422)
             for row in probabilities:
                 predictions.append(
                     {

@@ -9,6 +9,7 @@ version's) or ``never``. Servers pick promoted versions up from the repository.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +23,10 @@ from .service import ModelService
 from .settings import PROMOTION_POLICIES
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a number: such a model is not written, and its job reports why."""
 
 
 class Trainer:
@@ -79,6 +84,10 @@ class Trainer:
         train_seconds = time.perf_counter() - started
         test = candidate.evaluate(to_model_input(data.test.images), data.test.labels)
         job.check_cancelled()  # a cancel during the evaluation still writes nothing
+        losses = [record.loss for record in history] + [record.val_loss for record in history] + [test.loss]
+        if not all(math.isfinite(loss) for loss in losses):
+            raise TrainingDiverged(f"training diverged (the loss became NaN or infinite) at learning_rate "
+                                   f"{config.learning_rate}; nothing was saved: lower it")
         meta = {
             "model": served.name,
             "framework": info.framework,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from servekit.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from servekit.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from servekit.images import image_to_input, mnist_frame, pixels_to_input
 
 
@@ -68,9 +68,57 @@ def test_digit_is_centred_by_mass_with_longer_side_20():
     assert abs(mass_row - 14) <= 0.5 and abs(mass_col - 14) <= 0.5
 
 
-def test_blank_image_gives_blank_input():
-    out = image_to_input(encode(Image.new("L", (50, 50), 255)))
-    assert out.shape == (28, 28, 1) and out.max() == 0.0
+@pytest.mark.parametrize("blank", [
+    Image.new("L", (50, 50), 255),                  # white paper
+    Image.new("L", (50, 50), 128),                  # one grey shade
+    Image.new("RGBA", (50, 50), (0, 0, 0, 0)),      # fully transparent
+])
+def test_a_blank_image_is_422_not_a_confident_label(blank):
+    with pytest.raises(ApiError) as refused:
+        image_to_input(encode(blank))
+    assert refused.value.status == 422 and "no digit" in refused.value.message
+
+
+def black_on_white(digit: np.ndarray, size: int = 84) -> Image.Image:
+    """The MNIST digit as a person would draw it: black ink on white, larger."""
+    return Image.fromarray(((1.0 - digit) * 255).astype(np.uint8)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+# How Pillow's exif_transpose turns a stored image upright, per EXIF orientation; the stored image is
+# the upright one turned by the inverse.
+STORED_AS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_270}
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+def test_exif_orientation_is_applied_first(digit, orientation):
+    upright = black_on_white(digit)
+    stored = upright.transpose(STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif)
+    assert similarity(image_to_input(buffer.getvalue()), image_to_input(encode(upright))) > 0.99
+
+
+def test_a_16_bit_png_is_scaled_not_clipped(digit):
+    eight_bit = black_on_white(digit)
+    sixteen = Image.fromarray((np.asarray(eight_bit, np.uint16) * 257).astype(np.uint16))  # mode I;16
+    out = image_to_input(encode(sixteen))
+    assert out.max() > 0.9 and similarity(out, image_to_input(encode(eight_bit))) > 0.99
+
+
+def test_a_digit_on_shaded_noisy_paper_comes_out_like_a_clean_scan(digit):
+    clean = black_on_white(digit, 112)
+    paper = np.linspace(0.55, 0.9, 112, dtype=np.float32)[np.newaxis, :].repeat(112, axis=0)  # shaded
+    paper += np.random.default_rng(7).normal(0, 0.02, paper.shape).astype(np.float32)        # noisy
+    ink = 1.0 - np.asarray(clean, np.float32) / 255.0
+    photo = np.clip(paper * (1.0 - ink) + 0.08 * ink, 0, 1)  # dark ink printed on that paper
+    out = image_to_input(encode(Image.fromarray((photo * 255).astype(np.uint8))))
+    reference = image_to_input(encode(clean))
+    assert similarity(out, reference) > 0.9
+    assert (out[..., 0] > 0.1).sum() < 2 * (reference[..., 0] > 0.1).sum()  # no grey box around the digit
 
 
 def test_not_an_image_is_415():
