@@ -8,6 +8,8 @@ the same form, so that the models see what they were trained on.
 from __future__ import annotations
 
 import io
+import math
+import threading
 import warnings
 
 import numpy as np
@@ -17,18 +19,24 @@ from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_PIXELS = 40_000_000  # beyond this an image is refused as a likely decompression bomb
+WORK_PIXELS = 4_000_000  # larger images are reduced to about this before any float work
+MAX_CONCURRENT_DECODES = 2
 INK_THRESHOLD = 0.1
 PAPER_PERCENTILE = 98  # of the border's brightness after inversion: the paper's level
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 MNIST_CENTRE = 14.0  # pixels above this (0..1, ink-bright) count as ink when cropping
 
 
+_decoding = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+
+
 def image_to_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an uploaded image and return float32 (28, 28, 1) in [0, 1], MNIST-style."""
     if not data:
         raise BadRequest("the image is empty; send a PNG, JPEG, GIF, BMP or WebP file in the field 'image'")
-    image = _open(data, max_pixels)
-    gray = _to_gray_on_white(image)
+    with _decoding:  # a few decodes at a time: each may briefly hold a large bitmap
+        image = _open(data, max_pixels)
+        gray = _to_gray_on_white(image)
     ink = _ink_on_black(gray)
     if not (ink > INK_THRESHOLD).any():
         raise ApiError("no digit found in the image: it is blank (or all one shade); draw or photograph a digit",
@@ -82,7 +90,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
                 raise PayloadTooLarge(
                     f"the image is {image.width}x{image.height} pixels; at most {max_pixels:,} pixels are accepted"
                 )
+            if image.format == "JPEG":  # decoded at a reduced scale: a phone photo never becomes 12 Mpx
+                image.draft(image.mode, _budget_size(image.size))
             image.load()
+            if image.width * image.height > WORK_PIXELS:  # before any float work, which multiplies memory
+                image = image.reduce(math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS)))
             image = ImageOps.exif_transpose(image)  # a phone photo is stored sideways with an orientation tag
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PayloadTooLarge(f"the image is too large to decode safely: {exc}") from exc
@@ -93,6 +105,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadRequest(f"the image could not be decoded (truncated or corrupt?): {exc}") from exc
     return image
+
+
+def _budget_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The size within WORK_PIXELS with the same aspect ratio (JPEG's draft picks a scale at least this big)."""
+    width, height = size
+    factor = max(1.0, math.sqrt(width * height / WORK_PIXELS))
+    return max(1, int(width / factor)), max(1, int(height / factor))
 
 
 def _to_gray_on_white(image: Image.Image) -> np.ndarray:

@@ -159,3 +159,26 @@ def test_pixels_validation(digit):
         pixels_to_input("not a grid")
     with pytest.raises(BadRequest):
         pixels_to_input([[0.0] * 28] * 27 + [[0.0] * 5])
+
+
+def test_a_huge_flat_png_is_reduced_before_any_float_work(digit):
+    """A 51 KiB PNG of 6320x6320 pixels: the arrays stay small (tracemalloc sees numpy's memory)."""
+    import tracemalloc
+
+    big = Image.new("L", (6320, 6320), 255)
+    big.paste(black_on_white(digit, 3000), (1600, 1600))
+    data = encode(big)
+    tracemalloc.start()
+    try:
+        out = image_to_input(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"  # 40 Mpx of float32 alone would be 160 MiB
+    assert similarity(out, image_to_input(encode(black_on_white(digit)))) > 0.95
+
+
+def test_a_large_jpeg_photo_is_decoded_at_a_reduced_scale(digit):
+    photo = black_on_white(digit, 3000).convert("RGB")
+    out = image_to_input(encode(photo, "JPEG"))
+    assert similarity(out, image_to_input(encode(black_on_white(digit)))) > 0.95
