@@ -74,7 +74,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
                                  refresh_s=settings.discovery_refresh_s, trainer_urls=settings.trainer_urls,
                                  token=read_token(os.environ, "SERVICE"))
     store = Store(settings.data_dir / "gateway.sqlite3")
-    runs = RunManager(directory, store)
+    runs = RunManager(directory, store, job_deadline_s=settings.job_deadline_s)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
@@ -162,6 +162,18 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         """Training runs, newest first (persisted across restarts)."""
         limit = request.args.get("limit", 50, type=int)
         return jsonify(runs=runs.history(max(1, min(limit, 1000))))
+
+    @app.post("/runs/<run_id>/cancel")
+    @documented(response=RUN, status=202)
+    def cancel_run(run_id: str):
+        """Stop a run: the model training now is cancelled on its trainer, the others never start."""
+        return jsonify(runs.cancel(run_id)), 202
+
+    @app.delete("/runs/<run_id>")
+    @documented(response=RUN, status=202)
+    def delete_run(run_id: str):
+        """The same as POST /runs/<run_id>/cancel."""
+        return jsonify(runs.cancel(run_id)), 202
 
     @app.get("/runs/<run_id>")
     @documented(response=RUN)

@@ -31,8 +31,8 @@ JOB_FIELDS = ("epoch", "epochs", "step", "steps_per_epoch", "loss", "accuracy", 
 class RunManager:
     """Starts runs in the background, one at a time, and answers for their progress."""
 
-    def __init__(self, directory: ServiceDirectory, store: Store):
-        self.directory, self.store = directory, store
+    def __init__(self, directory: ServiceDirectory, store: Store, job_deadline_s: float = 6 * 3600.0):
+        self.directory, self.store, self.job_deadline_s = directory, store, job_deadline_s
         self._lock = threading.Lock()
         self._active: dict | None = None
         self._last_saved = 0.0
@@ -62,10 +62,29 @@ class RunManager:
                     for model in names
                 },
             }
+            self.store.put("runs", run["run_id"], run, run["created_at"])  # a store error leaves no run active
             self._active = run
-            self.store.put("runs", run["run_id"], run, run["created_at"])
             snapshot = copy.deepcopy(run)
         threading.Thread(target=self._execute, args=(run, plan), name=f"run-{run['run_id']}", daemon=True).start()
+        return snapshot
+
+    def cancel(self, run_id: str) -> dict:
+        """Stop a run: the model training now is cancelled on its trainer, the queued ones never start."""
+        with self._lock:
+            if self._active is None or self._active["run_id"] != run_id:
+                known = self.store.get("runs", run_id)
+                if known is None:
+                    raise NotFound(f"no run {run_id!r}; GET /runs lists them")
+                raise Conflict(f"run {run_id} has already {known['status']}")
+            self._active["cancel_requested"] = True
+            snapshot = copy.deepcopy(self._active)
+        for model, entry in snapshot["models"].items():
+            if entry.get("status") == "running" and entry.get("job_id"):
+                client = self.directory.trainer(entry["service"])
+                try:
+                    client.call("POST", f"/train/{entry['job_id']}/cancel", 30, json={})
+                except ServiceError as exc:  # it may have just finished; the run still stops after it
+                    log.warning("cancelling %s of run %s: %s", model, run_id, exc)
         return snapshot
 
     def get(self, run_id: str) -> dict:
@@ -95,18 +114,25 @@ class RunManager:
                 for service, models in plan.items():
                     self._train_service(run, service, models)
             failed = [m for m, entry in run["models"].items() if entry["status"] != "succeeded"]
-            status = "failed" if failed else "succeeded"
+            status = "cancelled" if run.get("cancel_requested") else "failed" if failed else "succeeded"
             self._update(run, status=status, error=f"failed: {', '.join(failed)}" if failed else None)
         except Exception as exc:  # the run records why it stopped; the gateway keeps serving
             log.exception("run %s failed", run["run_id"])
             self._update(run, status="failed", error=str(exc))
         finally:
-            self._update(run, finished_at=time.time(), force_save=True)
-            with self._lock:
-                self._active = None
+            try:
+                self._update(run, finished_at=time.time(), force_save=True)
+            except Exception:  # the store failed: the run's last state is lost, but the gateway takes new runs
+                log.exception("could not save the end of run %s", run["run_id"])
+            finally:
+                with self._lock:
+                    self._active = None
 
     def _train_service(self, run: dict, service: str, models: list[str]) -> None:
         for model in models:
+            if run.get("cancel_requested"):
+                self._update_model(run, model, status="cancelled", error="the run was cancelled")
+                continue
             try:
                 self._train_model(run, service, model)
             except (ServiceError, ApiError) as exc:
@@ -127,7 +153,15 @@ class RunManager:
                 time.sleep(2.0)
         self._update_model(run, model, status="running", job_id=accepted["job_id"], error=None,
                            started_at=time.time())
+        deadline = time.monotonic() + self.job_deadline_s
         while True:
+            if time.monotonic() > deadline:  # a hung job must not keep its run (and the runner) forever
+                try:
+                    client.call("POST", f"/train/{accepted['job_id']}/cancel", 30, json={})
+                finally:
+                    self._update_model(run, model, status="failed", finished_at=time.time(),
+                                       error=f"no result within {self.job_deadline_s:.0f} s (JOB_DEADLINE_S)")
+                return
             job = client.call("GET", accepted["status_url"], 30).body
             fields = {key: job.get(key) for key in JOB_FIELDS}
             if job["status"] in ("succeeded", "failed", "cancelled"):

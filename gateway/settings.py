@@ -27,6 +27,7 @@ class GatewaySettings:
     rate_limit: str | None = None  # per client on /predict, e.g. "20/second"; None: off
     max_evaluations: int = 2  # concurrent /evaluate calls
     public_url: str = "http://127.0.0.1:8000"  # where users open the page (printed with the token)
+    job_deadline_s: float = 6 * 3600.0  # a training job without a result by then is cancelled and failed
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -42,5 +43,6 @@ class GatewaySettings:
             allowed_hosts=parse_allowed_hosts(env.get("ALLOWED_HOSTS"), env.get("HOST")),
             rate_limit=env.get("RATE_LIMIT") or None,
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
+            job_deadline_s=float(env.get("JOB_DEADLINE_S", 6 * 3600)),
             public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT', '8000')}").rstrip("/"),
         )

@@ -131,6 +131,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
         _refuse(app, ["/train", "/train/<job_id>/cancel", "/models/<name>/versions/<int:version>/promote"],
                 "POST", message)
         _refuse(app, ["/train", "/train/<job_id>"], "GET", message)
+        _refuse(app, ["/train/<job_id>"], "DELETE", message)
     return app
 
 
@@ -262,6 +263,12 @@ def _register_training_routes(app: Flask, trainer: Trainer) -> None:
     @documented(response=JOB, status=202)
     def cancel_job(job_id: str):
         """Stop a queued or running job at its next step; it writes no version."""
+        return jsonify(trainer.jobs.cancel(job_id).to_dict()), 202
+
+    @app.delete("/train/<job_id>")
+    @documented(response=JOB, status=202)
+    def delete_job(job_id: str):
+        """The same as POST /train/<job_id>/cancel."""
         return jsonify(trainer.jobs.cancel(job_id).to_dict()), 202
 
     @app.post("/models/<name>/versions/<int:version>/promote")
