@@ -88,3 +88,25 @@ def test_a_store_failure_during_a_run_does_not_wedge_the_gateway(tmp_path, torch
         assert next_run.status_code == 202, next_run.text  # not 409 forever
     finally:
         gateway.stop()
+
+
+def test_a_gateway_killed_mid_run_comes_back_with_the_run_failed_and_takes_new_runs(tmp_path, torch_service,
+                                                                                   gateway_factory):
+    gateway = gateway_factory({"torch": torch_service.url}, tmp_path)
+    try:
+        run_id = API.post(gateway.url + "/train", json=LONG, timeout=30).json()["run_id"]
+        wait_run(gateway, run_id, lambda r: r["models"]["torch"]["status"] == "running")
+        gateway.process.kill()  # SIGKILL: no chance to save anything
+        gateway.process.wait()
+        gateway.start()
+        run = requests.get(f"{gateway.url}/runs/{run_id}", timeout=10).json()
+        assert run["status"] == "failed" and "restarted" in run["error"]
+        job_id = run["models"]["torch"]["job_id"]
+        API.delete(f"{torch_service.url}/train/{job_id}", timeout=10)  # the orphaned job, stopped by hand
+        accepted = API.post(gateway.url + "/train", json=SHORT, timeout=30)
+        assert accepted.status_code == 202
+        done = wait_run(gateway, accepted.json()["run_id"], lambda r: r["status"] not in ("queued", "running"),
+                        timeout=300)
+        assert done["status"] == "succeeded", done
+    finally:
+        gateway.stop()
