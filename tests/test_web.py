@@ -170,3 +170,15 @@ def test_the_token_leaves_the_address_bar_and_without_it_the_page_says_where_to_
         assert "/#token=" in anonymous.locator("#compare-status").inner_text()
     finally:
         context.close()
+
+
+def test_a_run_started_from_the_page_can_be_cancelled_from_it(page):
+    page.fill("input[name=epochs]", "3")
+    page.fill("input[name=train_limit]", "")
+    page.click("#train")
+    page.wait_for_selector("#cancel-run:not([hidden])")
+    page.wait_for_selector(".progress-row[data-status=running]", timeout=120_000)
+    page.click("#cancel-run")
+    page.locator("#train-status", has_text="cancelled").wait_for(timeout=120_000)
+    assert page.locator("#cancel-run").is_hidden() and page.locator("#train").is_enabled()
+    assert page.locator(".progress-row[data-status=cancelled]").count() >= 1

@@ -212,11 +212,29 @@ $("#train-form").addEventListener("submit", async (event) => {
   }
 });
 
+$("#cancel-run").addEventListener("click", async () => {
+  const runId = $("#cancel-run").dataset.runId;
+  if (!runId) return;
+  $("#cancel-run").disabled = true;
+  try {
+    await api(`/runs/${runId}`, { method: "DELETE" });
+    setStatus("#train-status", `Cancelling run ${runId}…`);
+  } catch (error) {
+    setStatus("#train-status", error.message, true);
+    $("#cancel-run").disabled = false;
+  }
+});
+
 async function followRun(runId) {
   let run;
   try { run = await api(`/runs/${runId}`); } catch (error) { setStatus("#train-status", error.message, true); return; }
   renderRun(run);
-  if (run.status === "succeeded" || run.status === "failed") {
+  const cancel = $("#cancel-run");
+  cancel.hidden = false;
+  cancel.dataset.runId = runId;
+  if (run.status === "succeeded" || run.status === "failed" || run.status === "cancelled") {
+    cancel.hidden = true;
+    cancel.disabled = false;
     $("#train").disabled = false;
     setStatus("#train-status", `Run ${run.run_id} ${run.status}${run.error ? `: ${run.error}` : ""}.`, run.status === "failed");
     refreshServices();
@@ -233,6 +251,7 @@ function renderRun(run) {
     const detail = m.status === "succeeded"
       ? `done · test accuracy ${(m.test_accuracy * 100).toFixed(2)}%`
       : m.status === "failed" ? `failed: ${m.error}`
+      : m.status === "cancelled" ? "cancelled"
       : m.status === "running" ? `epoch ${m.epoch}/${m.epochs || "?"} · step ${m.step}/${m.steps_per_epoch || "?"} · loss ${(m.loss || 0).toFixed(4)}`
       : m.status;
     const bar = el("progress", { max: String(total), value: String(done), "aria-label": `${m.model} training progress` });
