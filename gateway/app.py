@@ -92,6 +92,11 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         """The web page."""
         return send_from_directory(STATIC, "index.html")
 
+    @app.get("/health/live")
+    def live():
+        """Liveness of the gateway alone (for probes): it answers without asking any service."""
+        return jsonify(status="ok")
+
     @app.get("/health")
     @documented(response=GATEWAY_HEALTH)
     def health():

@@ -41,7 +41,7 @@ def follow_run(gateway: str, run_id: str) -> dict:
             bar.n = min(done, total)
             bar.set_postfix(epoch=entry.get("epoch"), loss=f"{entry.get('loss') or 0:.4f}", status=entry["status"])
             bar.refresh()
-        if run["status"] in ("succeeded", "failed"):
+        if run["status"] in ("succeeded", "failed", "cancelled"):
             for bar in bars.values():
                 bar.close()
             return run

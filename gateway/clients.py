@@ -238,6 +238,11 @@ class ServiceDirectory:
     def resolve(self, models: list[str] | None) -> dict[str, list[str]]:
         """Service -> its models among ``models`` (all when None); NotFound for an unknown model."""
         owners = self.all_models()
+        if models is None:  # "every model": only when every service has told which models it has
+            unseen = [name for name in self.clients if name not in self._models]
+            if unseen or not owners:
+                raise ApiError(f"{', '.join(unseen) or 'no service'} has not answered yet, so its models are "
+                               "unknown; try again when it is up, or name the models in 'models'", 503)
         wanted = list(owners) if models is None else models
         unknown = [m for m in wanted if m not in owners]
         if unknown:

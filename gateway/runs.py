@@ -78,14 +78,10 @@ class RunManager:
                 raise Conflict(f"run {run_id} has already {known['status']}")
             self._active["cancel_requested"] = True
             snapshot = copy.deepcopy(self._active)
-        for model, entry in snapshot["models"].items():
+        for entry in snapshot["models"].values():
             if entry.get("status") == "running" and entry.get("job_id"):
-                client = self.directory.trainer(entry["service"])
-                try:
-                    client.call("POST", f"/train/{entry['job_id']}/cancel", 30, json={})
-                except ServiceError as exc:  # it may have just finished; the run still stops after it
-                    log.warning("cancelling %s of run %s: %s", model, run_id, exc)
-        return snapshot
+                self._cancel_job(self.directory.trainer(entry["service"]), entry["job_id"])
+        return snapshot  # a model about to start sees cancel_requested and does not
 
     def get(self, run_id: str) -> dict:
         """A run's status (live while it runs); NotFound when unknown."""
@@ -143,6 +139,9 @@ class RunManager:
         body = {"model": model, **run["config"], "run_id": run["run_id"]}
         deadline = time.monotonic() + BUSY_RETRY_S
         while True:
+            if run.get("cancel_requested"):
+                self._update_model(run, model, status="cancelled", error="the run was cancelled")
+                return
             try:
                 accepted = client.call("POST", "/train", 30, json=body).body
                 break
@@ -153,16 +152,24 @@ class RunManager:
                 time.sleep(2.0)
         self._update_model(run, model, status="running", job_id=accepted["job_id"], error=None,
                            started_at=time.time())
+        cancel_sent = False
         deadline = time.monotonic() + self.job_deadline_s
         while True:
+            if run.get("cancel_requested") and not cancel_sent:  # also when the cancel came during the POST
+                cancel_sent = self._cancel_job(client, accepted["job_id"])
             if time.monotonic() > deadline:  # a hung job must not keep its run (and the runner) forever
-                try:
-                    client.call("POST", f"/train/{accepted['job_id']}/cancel", 30, json={})
-                finally:
-                    self._update_model(run, model, status="failed", finished_at=time.time(),
-                                       error=f"no result within {self.job_deadline_s:.0f} s (JOB_DEADLINE_S)")
+                self._cancel_job(client, accepted["job_id"])
+                self._update_model(run, model, status="failed", finished_at=time.time(),
+                                   error=f"no result within {self.job_deadline_s:.0f} s (JOB_DEADLINE_S)")
                 return
-            job = client.call("GET", accepted["status_url"], 30).body
+            try:
+                job = client.call("GET", accepted["status_url"], 30).body
+            except ServiceError as exc:
+                if exc.status == 404:  # the trainer restarted and forgot the job
+                    raise
+                log.warning("polling %s of run %s: %s; trying again", model, run["run_id"], exc)
+                time.sleep(2.0)
+                continue
             fields = {key: job.get(key) for key in JOB_FIELDS}
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 result = job["results"].get(model, {})
@@ -176,6 +183,16 @@ class RunManager:
                 return
             self._update_model(run, model, **fields)
             time.sleep(POLL_INTERVAL_S)
+
+    def _cancel_job(self, client, job_id: str) -> bool:
+        """Ask the trainer to stop a job; False when it could not be asked (it is asked again later)."""
+        try:
+            client.call("POST", f"/train/{job_id}/cancel", 30, json={})
+        except ServiceError as exc:
+            if exc.status != 409:  # 409: it has just finished anyway
+                log.warning("cancelling job %s: %s", job_id, exc)
+                return False
+        return True
 
     def _update_model(self, run: dict, model: str, **fields) -> None:
         with self._lock:

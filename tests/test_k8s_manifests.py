@@ -412,8 +412,6 @@ def test_gateway_keeps_its_history_on_one_volume(base):
     data = _mounts(container)[env["GATEWAY_DATA_DIR"]]
     assert not data.get("readOnly")
     assert _volume(deployment, data["name"])["persistentVolumeClaim"]["claimName"] == "gateway-data"
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/health"
     service = _one(base, "Service", "gateway")["spec"]
     assert service.get("type", "ClusterIP") == "ClusterIP"
     assert service["ports"] == [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http"}]
@@ -470,3 +468,9 @@ def test_the_gateway_limits_each_clients_predictions(base):
     gateway = _pod_spec(_one(base, "Deployment", "gateway"))["containers"][0]
     assert _env(gateway)["RATE_LIMIT"]  # set here (off by default in compose and make run, for benchmarks)
     assert "GATEWAY_TRUSTED_PROXY" in _env(gateway)
+
+
+def test_the_gateways_liveness_does_not_depend_on_the_services(base):
+    gateway = _pod_spec(_one(base, "Deployment", "gateway"))["containers"][0]
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/health"

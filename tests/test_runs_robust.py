@@ -110,3 +110,19 @@ def test_a_gateway_killed_mid_run_comes_back_with_the_run_failed_and_takes_new_r
         assert done["status"] == "succeeded", done
     finally:
         gateway.stop()
+
+
+def test_a_run_cancelled_while_waiting_for_a_busy_trainer_never_starts_its_job(tmp_path, torch_service,
+                                                                              gateway_factory):
+    busy = API.post(torch_service.url + "/train", json={"model": "torch", "epochs": 3}, timeout=30).json()
+    gateway = gateway_factory({"torch": torch_service.url}, tmp_path)
+    try:
+        run_id = API.post(gateway.url + "/train", json=SHORT, timeout=30).json()["run_id"]
+        wait_run(gateway, run_id, lambda r: r["models"]["torch"]["status"] == "waiting")
+        assert API.post(f"{gateway.url}/runs/{run_id}/cancel", json={}, timeout=30).status_code == 202
+        run = wait_run(gateway, run_id, lambda r: r["status"] not in ("queued", "running"), timeout=30)
+        assert run["status"] == "cancelled" and run["models"]["torch"]["status"] == "cancelled"
+        assert "job_id" not in run["models"]["torch"]
+    finally:
+        API.delete(f"{torch_service.url}/train/{busy['job_id']}", timeout=10)
+        gateway.stop()

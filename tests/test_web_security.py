@@ -222,3 +222,24 @@ def test_behind_a_trusted_proxy_the_rate_is_per_forwarded_client(tmp_path, gatew
         assert predict("198.51.100.2") == 502  # another client behind the same proxy has its own limit
     finally:
         proxied.stop()
+
+
+def test_the_gateways_liveness_asks_no_service(tmp_path, gateway_factory):
+    slow = gateway_factory({"torch": "http://10.255.255.1:8002"}, tmp_path)  # unroutable: connects hang
+    try:
+        started = time.perf_counter()
+        assert requests.get(slow.url + "/health/live", timeout=5).json() == {"status": "ok"}
+        assert time.perf_counter() - started < 1.0  # /health would wait for the service's connect timeout
+        assert requests.get(slow.url + "/health/live", headers={"Host": "10.1.2.3:8000"}, timeout=5).ok  # probes
+    finally:
+        slow.stop()
+
+
+def test_every_model_means_every_service_has_answered(tmp_path, gateway_factory):
+    down = gateway_factory({"torch": f"http://127.0.0.1:{free_port()}"}, tmp_path)
+    try:
+        for path in ("/train", "/evaluate"):
+            response = API.post(down.url + path, json={}, timeout=30)
+            assert response.status_code == 503 and "torch has not answered" in response.json()["error"], path
+    finally:
+        down.stop()

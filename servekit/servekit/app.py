@@ -285,6 +285,7 @@ def _refuse(app: Flask, rules: list[str], method: str, message: str) -> None:
         raise Conflict(message)
 
     refused.__doc__ = f"Not on this role: 409. {message}."
+    refused.inference = refused.accepts_any_media_type = True  # no token or JSON needed to be told where to go
     for rule in rules:
         app.add_url_rule(rule, endpoint=f"refused {method} {rule}", view_func=refused, methods=[method])
 

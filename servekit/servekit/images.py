@@ -94,7 +94,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
                 image.draft(image.mode, _budget_size(image.size))
             image.load()
             if image.width * image.height > WORK_PIXELS:  # before any float work, which multiplies memory
-                image = image.reduce(math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS)))
+                image = _reducible(image).reduce(math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS)))
             image = ImageOps.exif_transpose(image)  # a phone photo is stored sideways with an orientation tag
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PayloadTooLarge(f"the image is too large to decode safely: {exc}") from exc
@@ -104,6 +104,17 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadRequest(f"the image could not be decoded (truncated or corrupt?): {exc}") from exc
+    return image
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """The image in a mode Pillow's ``reduce`` takes (not palette, 1-bit or 16-bit), nothing lost."""
+    if image.mode in ("P", "PA"):
+        return image.convert("RGBA")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
     return image
 
 

@@ -82,14 +82,16 @@ class ModelRepository:
         return pointer
 
     def promoted(self, model: str) -> int | None:
-        """The version that should serve: the pointer's if valid, else the newest valid version, else None."""
+        """The version that should serve: the pointer's if valid, else the newest valid version (except those
+        written with ``"promote": "never"`` in their meta), else None."""
         series = self._series(model)
         # The common path is cheap (servers poll it): one pointer read plus one meta read.
         pointer = _read_pointer(series)
         if pointer is not None and _read_meta(series / str(pointer["version"])) is not None:
             return pointer["version"]
         for version in reversed(_numbered(series)):
-            if _read_meta(series / str(version)) is not None:
+            meta = _read_meta(series / str(version))
+            if meta is not None and meta.get("promote") != "never":  # written not to serve unless promoted
                 return version
         return None
 

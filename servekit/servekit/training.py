@@ -98,6 +98,7 @@ class Trainer:
             "run_id": run_id,
             "job_id": job.job_id,
             "config": config.to_dict(),
+            "promote": promote,  # "never": not served even where no version was promoted yet
             "train_samples": len(training_data.train),
             "history": [record.to_dict() for record in history],
             "train_seconds": round(train_seconds, 3),

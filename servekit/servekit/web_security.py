@@ -21,7 +21,7 @@ from flask import Flask, request
 from .errors import ApiError, UnsupportedMediaType
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-PROBE_PATHS = {"/health", "/v2/health/live", "/v2/health/ready"}
+PROBE_PATHS = {"/health", "/health/live", "/v2/health/live", "/v2/health/ready"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; "
                                "base-uri 'none'; form-action 'self'",

@@ -182,3 +182,14 @@ def test_a_large_jpeg_photo_is_decoded_at_a_reduced_scale(digit):
     photo = black_on_white(digit, 3000).convert("RGB")
     out = image_to_input(encode(photo, "JPEG"))
     assert similarity(out, image_to_input(encode(black_on_white(digit)))) > 0.95
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "RGBA"])
+def test_large_images_of_every_mode_are_reduced_not_refused(digit, mode):
+    large = black_on_white(digit, 2100)
+    if mode == "I;16":
+        large = Image.fromarray((np.asarray(large, np.uint16) * 257).astype(np.uint16))
+    else:
+        large = large.convert(mode)
+    out = image_to_input(encode(large, "GIF" if mode == "P" else "PNG"))  # was a 400 for P, 1 and I;16
+    assert similarity(out, image_to_input(encode(black_on_white(digit)))) > 0.8  # 1-bit is dithered

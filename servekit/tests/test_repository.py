@@ -521,3 +521,14 @@ def test_sigkilled_writer_never_leaves_a_broken_repository(tmp_path):
     latest, staging = check_after_crash(repo, series)
     assert not staging and latest == newest
     assert len(repo.versions("m")) <= 6
+
+
+def test_a_version_written_not_to_be_promoted_is_not_served_by_the_fallback(tmp_path):
+    repo = ModelRepository(tmp_path)
+    held = repo.write_version("m", lambda folder: (folder / "w").write_bytes(b"1"), {"promote": "never"})
+    assert repo.pointer("m") is None and repo.promoted("m") is None
+    served = repo.write_version("m", lambda folder: (folder / "w").write_bytes(b"2"), {"promote": "always"})
+    repo.write_version("m", lambda folder: (folder / "w").write_bytes(b"3"), {"promote": "never"})
+    assert repo.promoted("m") == served
+    repo.promote("m", held)  # promoting it by hand still works
+    assert repo.promoted("m") == held
