@@ -27,8 +27,8 @@ from servekit.inputs import (
     TRAIN_REQUEST_FIELDS,
     json_body,
     optional_int,
-    optional_str,
     predict_input,
+    promotion_policy,
     train_config,
 )
 from servekit.limits import Slots, install_rate_limit
@@ -36,7 +36,6 @@ from servekit.metrics import GatewayMetrics
 from servekit.observability import REQUEST_ID_HEADER, instrument
 from servekit.openapi import build_openapi, documented
 from servekit.schemas import PREDICT_REQUEST, PROMOTED, VERSIONS
-from servekit.settings import PROMOTION_POLICIES
 from servekit.web_security import accepts_any_media_type, install_web_security
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
@@ -109,12 +108,12 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(response=SERVICES)
     def services():
         """Every service and its models: up or not, ready, last trained, test accuracy."""
-        statuses = [_service_status(name, r) for name, r in directory.fan_out(_status_of).items()]
-        details = directory.fan_out(lambda client: _replicas_and_trainer(directory, client))
-        for status in statuses:
-            status["url"] = directory.clients[status["name"]].url
-            status["replicas"], status["trainer"] = details[status["name"]]
-        return jsonify(services=statuses)
+        statuses = directory.fan_out(lambda client: _service_status(directory, client))
+        return jsonify(services=[
+            {"name": name, "up": False, "error": f"{type(status).__name__}: {status}", "models": []}
+            if isinstance(status, Exception) else status
+            for name, status in statuses.items()
+        ])
 
     @app.post("/predict")
     @documented(request_body=PREDICT_REQUEST, response=GATEWAY_PREDICT)
@@ -155,10 +154,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         if not isinstance(parallel, bool):
             raise BadRequest("'parallel' must be true or false")
         config = {k: v for k, v in train_config(body).to_dict().items() if v is not None}
-        promote = optional_str(body, "promote") or "always"
-        if promote not in PROMOTION_POLICIES:
-            raise BadRequest(f"'promote' must be one of {', '.join(PROMOTION_POLICIES)}, got {promote!r}")
-        run = runs.start(models, {**config, "promote": promote}, parallel)
+        run = runs.start(models, {**config, "promote": promotion_policy(body)}, parallel)
         return jsonify(run_id=run["run_id"], status_url=f"/runs/{run['run_id']}", status=run["status"]), 202
 
     @app.get("/runs")
@@ -169,15 +165,10 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(runs=runs.history(max(1, min(limit, 1000))))
 
     @app.post("/runs/<run_id>/cancel")
+    @app.delete("/runs/<run_id>")
     @documented(response=RUN, status=202)
     def cancel_run(run_id: str):
         """Stop a run: the model training now is cancelled on its trainer, the others never start."""
-        return jsonify(runs.cancel(run_id)), 202
-
-    @app.delete("/runs/<run_id>")
-    @documented(response=RUN, status=202)
-    def delete_run(run_id: str):
-        """The same as POST /runs/<run_id>/cancel."""
         return jsonify(runs.cancel(run_id)), 202
 
     @app.get("/runs/<run_id>")
@@ -290,37 +281,29 @@ def announce_page_url(token: str, public_url: str) -> None:
           file=sys.stderr, flush=True)
 
 
-def _status_of(client: ServiceClient) -> tuple[dict, list[dict]]:
-    health = client.call("GET", "/health", STATUS_TIMEOUT_S).body
-    return health, client.call("GET", "/models", STATUS_TIMEOUT_S).body["models"]
-
-
-def _replicas_and_trainer(directory: ServiceDirectory, client: ServiceClient) -> tuple[list[dict], dict | None]:
-    """Every replica of a service with the versions it serves, and its trainer, each asked directly."""
-    replicas = [_replica_status(client, replica.url) for replica in client.replicas()]
+def _service_status(directory: ServiceDirectory, client: ServiceClient) -> dict:
+    """A service as /services shows it: each replica's /health (asked directly), its models (asked of one
+    replica) and its trainer; the service is up when one replica answers."""
+    healths, replicas = [], []
+    for replica in client.replicas():
+        health, entry = _replica_status(client, replica.url)
+        replicas.append(entry)
+        if health is not None:
+            healths.append(health)
     trainer = None
     if directory.trainers is not directory.clients and client.name in directory.trainers:
         trainer_client = directory.trainers[client.name]
-        trainer = _replica_status(trainer_client, trainer_client.url)
-    return replicas, trainer
-
-
-def _replica_status(client: ServiceClient, url: str) -> dict:
+        trainer = _replica_status(trainer_client, trainer_client.url)[1]
+    status = {"name": client.name, "url": client.url, "replicas": replicas, "trainer": trainer}
     try:
-        health = client.call_replica(url, "GET", "/health", STATUS_TIMEOUT_S).body
+        if not healths:
+            raise ServiceError("; ".join(entry["error"] for entry in replicas) or f"{client.name} has no replica")
+        models = client.call("GET", "/models", STATUS_TIMEOUT_S).body["models"]
     except ServiceError as exc:
-        return {"url": url, "up": False, "error": str(exc)}
-    return {"url": url, "up": True, "served_by": health.get("served_by"), "role": health.get("role"),
-            "model_versions": health.get("model_versions", {}), "training": health.get("training"),
-            "workers": (health.get("threads") or {}).get("workers")}
-
-
-def _service_status(name: str, result) -> dict:
-    if isinstance(result, Exception):
-        return {"name": name, "up": False, "error": str(result), "models": []}
-    health, models = result
+        return {**status, "up": False, "error": str(exc), "models": []}
+    health = healths[0]
     return {
-        "name": name,
+        **status,
         "up": True,
         "framework": health["framework"],
         "framework_version": health["framework_version"],
@@ -333,6 +316,17 @@ def _service_status(name: str, result) -> dict:
             for m in models
         ],
     }
+
+
+def _replica_status(client: ServiceClient, url: str) -> tuple[dict | None, dict]:
+    """(its /health or None, its /services entry) of one replica."""
+    try:
+        health = client.call_replica(url, "GET", "/health", STATUS_TIMEOUT_S).body
+    except ServiceError as exc:
+        return None, {"url": url, "up": False, "error": str(exc)}
+    return health, {"url": url, "up": True, "served_by": health.get("served_by"), "role": health.get("role"),
+                    "model_versions": health.get("model_versions", {}), "training": health.get("training"),
+                    "workers": (health.get("threads") or {}).get("workers")}
 
 
 def _prediction_entries(directory: ServiceDirectory, service: str, answer) -> list[dict]:

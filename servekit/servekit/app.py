@@ -24,7 +24,15 @@ from .auth import inference, install_auth, load_auth
 from .backend import Backend, FrameworkInfo
 from .errors import ApiError, Conflict
 from .inference_protocol import inference_protocol_blueprint
-from .inputs import TRAIN_REQUEST_FIELDS, json_body, optional_int, optional_str, predict_input, train_config
+from .inputs import (
+    TRAIN_REQUEST_FIELDS,
+    json_body,
+    optional_int,
+    optional_str,
+    predict_input,
+    promotion_policy,
+    train_config,
+)
 from .limits import Slots, install_rate_limit
 from .metrics import ServiceMetrics
 from .models import describe
@@ -111,7 +119,6 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
         watcher = RepositoryWatcher(service.repository, service.models, settings.model_poll_s)
         watcher.sync()  # serve what is promoted from the first request on
         watcher.start()
-        app.extensions["repository_watcher"] = watcher
     if settings.trains:
         # In one process (ROLE=all) a promotion is installed at once instead of at the next poll.
         trainer = Trainer(service, on_promoted=watcher.sync if watcher else None)
@@ -144,6 +151,7 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
     def health():
         """Liveness plus what this service runs: role, framework, version, data hash, threads, model versions."""
         active = trainer.jobs.active() if trainer else None
+        entries = _model_entries(service, watcher)
         return jsonify(
             status="ok",
             role=settings.role,
@@ -154,8 +162,8 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
             data_error=service.data_error,
             threads={**info.threads, "workers": settings.workers, "cpu_limit": settings.cpu_limit},
             versions=info.versions,
-            models={entry["name"]: entry["ready"] for entry in _model_entries(service, watcher)},
-            model_versions={entry["name"]: entry["version"] for entry in _model_entries(service, watcher)},
+            models={entry["name"]: entry["ready"] for entry in entries},
+            model_versions={entry["name"]: entry["version"] for entry in entries},
             training=active.job_id if active else None,
         )
 
@@ -241,8 +249,7 @@ def _register_training_routes(app: Flask, trainer: Trainer) -> None:
         """
         body = json_body(request, allowed=TRAIN_REQUEST_FIELDS)
         accepted = trainer.start_training(
-            optional_str(body, "model"), train_config(body), optional_str(body, "promote") or "always",
-            optional_str(body, "run_id"),
+            optional_str(body, "model"), train_config(body), promotion_policy(body), optional_str(body, "run_id"),
         )
         job_id = accepted["job_id"]
         return jsonify(job_id=job_id, status_url=f"/train/{job_id}", status=accepted["status"]), 202
@@ -260,15 +267,10 @@ def _register_training_routes(app: Flask, trainer: Trainer) -> None:
         return jsonify(trainer.jobs.get(job_id).to_dict())
 
     @app.post("/train/<job_id>/cancel")
+    @app.delete("/train/<job_id>")
     @documented(response=JOB, status=202)
     def cancel_job(job_id: str):
         """Stop a queued or running job at its next step; it writes no version."""
-        return jsonify(trainer.jobs.cancel(job_id).to_dict()), 202
-
-    @app.delete("/train/<job_id>")
-    @documented(response=JOB, status=202)
-    def delete_job(job_id: str):
-        """The same as POST /train/<job_id>/cancel."""
         return jsonify(trainer.jobs.cancel(job_id).to_dict()), 202
 
     @app.post("/models/<name>/versions/<int:version>/promote")

@@ -12,6 +12,7 @@ from flask import Request
 from .backend import TrainConfig
 from .errors import BadRequest, UnsupportedMediaType
 from .images import image_to_input, pixels_to_input
+from .settings import PROMOTION_POLICIES
 
 # name: (type, minimum, maximum)
 TRAIN_FIELDS = {
@@ -74,6 +75,14 @@ def optional_str(body: dict, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string")
     return value
+
+
+def promotion_policy(body: dict) -> str:
+    """The body's ``promote`` field: always (the default), if_better or never."""
+    policy = optional_str(body, "promote") or "always"
+    if policy not in PROMOTION_POLICIES:
+        raise BadRequest(f"'promote' must be one of {', '.join(PROMOTION_POLICIES)}, got {policy!r}")
+    return policy
 
 
 def train_config(body: dict) -> TrainConfig:

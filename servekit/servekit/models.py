@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,7 @@ class ServedModel:
         self.framework: str = blueprint.framework
         self.layers = blueprint.layers()
         self.params = sum(layer.params for layer in self.layers)
-        self._installed: Installed | None = None
-        self._lock = threading.Lock()
+        self._installed: Installed | None = None  # replaced whole, never changed in place
 
     @property
     def ready(self) -> bool:
@@ -48,11 +46,6 @@ class ServedModel:
         installed = self._installed
         return installed.version if installed else None
 
-    @property
-    def meta(self) -> dict:
-        installed = self._installed
-        return installed.meta if installed else {}
-
     def current(self) -> Installed:
         """The version that answers requests; NotReady (503) before any is loaded."""
         installed = self._installed
@@ -60,28 +53,19 @@ class ServedModel:
             raise NotReady(f"model {self.name!r} is not trained yet; POST /train first")
         return installed
 
-    def serving(self) -> Backend:
-        """The trained instance that answers requests; NotReady (503) before any training."""
-        return self.current().backend
-
-    def install(self, backend: Backend, meta: dict, version: int | None = None) -> None:
-        """Warm up a trained (or loaded) instance, then swap it in; requests in flight finish on the old one.
+    def load(self, folder: Path, meta: dict, version: int) -> None:
+        """Load a version into a fresh instance, warm it up, then swap it in; requests in flight finish on the old one.
 
         The warm-up call (graph tracing, first-call allocations) is timed and
         reported apart, so that no request pays for it and steady-state
         latencies stay clean.
         """
+        backend = self.backend_class()
+        backend.load(folder)
         started = time.perf_counter()
         backend.predict(np.zeros((1, 28, 28, 1), np.float32))
         warmup_ms = round((time.perf_counter() - started) * 1000.0, 3)
-        with self._lock:
-            self._installed = Installed(backend, version, meta, warmup_ms)
-
-    def load(self, folder: Path, meta: dict, version: int) -> None:
-        """Load a version's weights into a fresh instance, warm it up and swap it in."""
-        backend = self.backend_class()
-        backend.load(folder)
-        self.install(backend, meta, version)
+        self._installed = Installed(backend, version, meta, warmup_ms)
         log.info("serving %s version %s from %s", self.name, version, folder)
 
     def to_dict(self) -> dict:

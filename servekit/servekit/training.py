@@ -15,12 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from .backend import TrainConfig, TrainingData
-from .errors import BadRequest
 from .jobs import JobCancelled, JobRunner, TrainingJob, progress_of
 from .mnist import to_model_input
 from .models import ServedModel
 from .service import ModelService
-from .settings import PROMOTION_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +39,6 @@ class Trainer:
     def start_training(self, name: str | None, config: TrainConfig, promote: str = "always",
                        run_id: str | None = None) -> dict:
         """Queue a job training the named model (or every model, in turn); returns its status."""
-        if promote not in PROMOTION_POLICIES:
-            raise BadRequest(f"'promote' must be one of {', '.join(PROMOTION_POLICIES)}, got {promote!r}")
         selected = self.service.select(name)
         self.service.require_data()
         job = TrainingJob([m.name for m in selected], config.epochs, {**config.to_dict(), "promote": promote})
@@ -88,13 +84,14 @@ class Trainer:
         if not all(math.isfinite(loss) for loss in losses):
             raise TrainingDiverged(f"training diverged (the loss became NaN or infinite) at learning_rate "
                                    f"{config.learning_rate}; nothing was saved: lower it")
+        finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         meta = {
             "model": served.name,
             "framework": info.framework,
             "framework_version": info.version,
             "framework_versions": {info.framework: info.version, **info.versions},
-            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "trained_at": finished_at,
+            "created_at": finished_at,
             "run_id": run_id,
             "job_id": job.job_id,
             "config": config.to_dict(),

@@ -29,8 +29,6 @@ class RepositoryWatcher:
         self._failed: dict[tuple[str, int], float] = {}  # (model, version) -> when it failed to load
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.swaps = 0
 
     def sync(self) -> list[tuple[str, int]]:
         """Install every model whose promoted version is not the one serving; returns what was swapped in."""
@@ -48,14 +46,12 @@ class RepositoryWatcher:
                                   served.version)
                     self._failed[(served.name, version)] = time.monotonic()
                     continue
-                self.swaps += 1
                 swapped.append((served.name, version))
         return swapped
 
     def start(self) -> RepositoryWatcher:
         """Poll in a daemon thread until ``stop``."""
-        self._thread = threading.Thread(target=self._poll, name="repository-watcher", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._poll, name="repository-watcher", daemon=True).start()
         return self
 
     def stop(self) -> None:
