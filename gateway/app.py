@@ -1,14 +1,13 @@
 """The gateway (port 8000): fan-out prediction, training runs, evaluation, benchmark, comparison, web page.
 
 Uploads are preprocessed once, here, and sent to every service as the same
-28x28 JSON pixels: every model then sees exactly the same input (a fair
+28x28 float32 pixels (raw bytes, servekit.tensor_body): every model then sees exactly the same input (a fair
 comparison, and one place to look when a digit is misread), and a large
 upload is decoded once instead of once per service.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -36,6 +35,7 @@ from servekit.metrics import GatewayMetrics
 from servekit.observability import REQUEST_ID_HEADER, instrument
 from servekit.openapi import build_openapi, documented
 from servekit.schemas import PREDICT_REQUEST, PROMOTED, VERSIONS
+from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
 from servekit.web_security import accepts_any_media_type, install_web_security
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
@@ -123,9 +123,8 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         """Every model's prediction for one digit, asked in parallel, with the consensus."""
         started = time.perf_counter()
         x = predict_input(request)
-        pixels = np.round(x[0, :, :, 0], 4).tolist()
-        body = json.dumps({"pixels": pixels})  # encoded once for every service
-        headers = {REQUEST_ID_HEADER: g.request_id, "Content-Type": "application/json"}  # the id: one upload
+        body = input_to_tensor(x)  # 3,136 bytes, the same for every service
+        headers = {REQUEST_ID_HEADER: g.request_id, "Content-Type": TENSOR_MEDIA_TYPE}  # the id: one upload
         answers = directory.fan_out(  # can be followed through every service's log
             lambda client: client.call("POST", "/predict", settings.predict_timeout_s, headers=headers, data=body)
         )
@@ -140,7 +139,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(
             predictions=predictions,
             consensus={"label": label, "votes": votes, "of": len(predictions)},
-            input=pixels,
+            input=np.round(x[0, :, :, 0], 4).tolist(),
             total_ms=round((time.perf_counter() - started) * 1000.0, 3),
         )
 

@@ -135,6 +135,75 @@ def test_predict_json_pixels_and_model_choice(service, digits):
     service.state["pixels_answer"] = post(service, "/predict", json={"pixels": (images[0] / 255.0).tolist()}).json()
 
 
+
+def test_raw_float32_tensor_body_matches_json_pixels(service, digits):
+    """The gateway's compact hop: N images as raw float32 bytes give the same answers as JSON pixels."""
+    import numpy as np
+
+    from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
+
+    images = digits[0][:3] / 255.0
+    headers = {"Content-Type": TENSOR_MEDIA_TYPE}
+    response = post(service, "/predict", data=input_to_tensor(images), headers=headers)
+    assert response.status_code == 200, response.text
+    by_model = {}
+    for p in response.json()["predictions"]:
+        by_model.setdefault(p["model"], []).append(p["probabilities"])
+    assert sorted(by_model) == sorted(service.models)
+    for i, image in enumerate(images):
+        single = post(service, "/predict", json={"pixels": image.tolist()}).json()["predictions"]
+        for p in single:
+            assert by_model[p["model"]][i] == pytest.approx(p["probabilities"], abs=1e-5)
+    for bad, fragment in ((b"\0" * 100, "whole number"), (input_to_tensor(np.full((1, 28, 28), 2.0)), "between")):
+        refused = post(service, "/predict", data=bad, headers=headers)
+        assert refused.status_code == 400 and fragment in refused.json()["error"]
+
+
+def test_concurrent_predictions_are_batched_and_answered_as_alone(service, digits):
+    """Dynamic batching: under concurrency, answers equal the one-at-a-time ones and some model calls batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = digits[0][:16] / 255.0
+    model = service.models[0]
+    alone = [post(service, f"/predict?model={model}", json={"pixels": im.tolist()}).json()["predictions"][0]
+             for im in images]
+    before = scrape(service)
+
+    def ask(i: int) -> dict:
+        return post(service, f"/predict?model={model}", json={"pixels": images[i % 16].tolist()}).json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(96)))
+    for i, answer in enumerate(answers):
+        p = answer["predictions"][0]
+        assert p["label"] == alone[i % 16]["label"]
+        assert p["probabilities"] == pytest.approx(alone[i % 16]["probabilities"], abs=1e-5)
+    after, key = scrape(service), (("model", model),)
+    calls = after[("model_batch_size_count", key)] - before[("model_batch_size_count", key)]
+    images_run = after[("model_batch_size_sum", key)] - before[("model_batch_size_sum", key)]
+    assert images_run == 96
+    assert calls < 96, "96 requests from 16 threads never shared a model call"
+    assert max(a["predictions"][0]["batch_size"] for a in answers) > 1
+    health = get(service, "/health").json()
+    assert health["batching"] == {"max_batch": 32, "window_ms": 2.0, "enabled": True}
+
+
+def test_parallel_evaluations_equal_the_sequential_result(service):
+    """Two evaluations of one model at once (Keras keeps metric state in the model) give the sequential figures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = service.models[0]
+    sequential = post(service, "/evaluate", json={"model": model, "limit": 3000}).json()["results"][0]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            answers = list(pool.map(lambda _: post(service, "/evaluate", json={"model": model, "limit": 3000}),
+                                    range(2)))
+            for answer in answers:
+                assert answer.status_code == 200, answer.text
+                result = answer.json()["results"][0]
+                assert result["accuracy"] == pytest.approx(sequential["accuracy"], abs=1e-9)
+                assert result["loss"] == pytest.approx(sequential["loss"], rel=1e-5)
+
 @pytest.mark.parametrize(
     "kwargs, status, fragment",
     [

@@ -115,7 +115,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
 
     serving = watcher = trainer = None
     if settings.serves:
-        serving = Serving(service)
+        serving = Serving(service, on_batch=lambda model, images: metrics.batch_size.labels(model).observe(images))
         watcher = RepositoryWatcher(service.repository, service.models, settings.model_poll_s)
         watcher.sync()  # serve what is promoted from the first request on
         watcher.start()
@@ -161,6 +161,8 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
             data_sha256=service.data.sha256 if service.data else None,
             data_error=service.data_error,
             threads={**info.threads, "workers": settings.workers, "cpu_limit": settings.cpu_limit},
+            batching={"max_batch": settings.max_batch, "window_ms": settings.batch_window_ms,
+                      "enabled": settings.max_batch > 1 and settings.batch_window_ms > 0},
             versions=info.versions,
             models={entry["name"]: entry["ready"] for entry in entries},
             model_versions={entry["name"]: entry["version"] for entry in entries},
@@ -213,7 +215,7 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         metrics.inference_seconds.labels(model).observe(seconds)
         metrics.predictions.labels(model).inc(count)
 
-    app.register_blueprint(inference_protocol_blueprint(service, record_inference))
+    app.register_blueprint(inference_protocol_blueprint(serving, record_inference))
     evaluations = Slots(service.settings.max_evaluations, "evaluations are")
 
     @app.post("/evaluate")
@@ -231,8 +233,10 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
     @inference
     def predict():
         """Predict one digit (uploaded image or JSON pixels) with every model, or ``?model=``."""
-        x = predict_input(request)
-        predictions = serving.predict(x, request.args.get("model"))
+        model = request.args.get("model")
+        with serving.incoming(model):
+            x = predict_input(request, max_images=service.settings.max_infer_batch)
+        predictions = serving.predict(x, model)
         for p in predictions:
             if "inference_ms" in p:
                 record_inference(p["model"], p["inference_ms"] / 1000.0, 1)

@@ -11,17 +11,17 @@ from flask import Blueprint, jsonify, request
 from .auth import inference
 from .errors import BadRequest
 from .inputs import json_body
-from .service import ModelService
-from .serving import timed_predict
+from .serving import Serving
 from .web_security import accepts_any_media_type
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
 
-def inference_protocol_blueprint(service: ModelService, on_inference) -> Blueprint:
-    """Routes under /v2 for ``service``; ``on_inference(model, seconds, count)`` records metrics."""
+def inference_protocol_blueprint(serving: Serving, on_inference) -> Blueprint:
+    """Routes under /v2 for ``serving``'s models; ``on_inference(model, seconds, count)`` records metrics."""
     v2 = Blueprint("v2", __name__, url_prefix="/v2")
+    service = serving.service
 
     @v2.get("")
     def server_metadata():
@@ -65,14 +65,15 @@ def inference_protocol_blueprint(service: ModelService, on_inference) -> Bluepri
     def infer(name: str):
         """Inference on an FP32 [N, 28, 28, 1] tensor; returns FP32 [N, 10] probabilities."""
         served = service.select(name)[0]
-        body = json_body(request, required=True, any_content_type=True)
-        x = _input_tensor(body, service.settings.max_infer_batch)
-        installed = served.current()
-        probabilities, inference_ms = timed_predict(installed.backend, x)
-        on_inference(served.name, inference_ms / 1000.0, len(x))
+        with serving.incoming(served.name):
+            body = json_body(request, required=True, any_content_type=True)
+            x = _input_tensor(body, service.settings.max_infer_batch)
+        result = serving.infer(served, x)
+        probabilities = result.probabilities
+        on_inference(served.name, result.inference_ms / 1000.0, len(x))
         response = {
             "model_name": served.name,
-            "model_version": str(installed.version),
+            "model_version": str(result.tag),
             "outputs": [
                 {
                     "name": OUTPUT_NAME,

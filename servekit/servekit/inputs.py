@@ -13,6 +13,7 @@ from .backend import TrainConfig
 from .errors import BadRequest, UnsupportedMediaType
 from .images import image_to_input, pixels_to_input
 from .settings import PROMOTION_POLICIES
+from .tensor_body import TENSOR_MEDIA_TYPE, tensor_to_input
 
 # name: (type, minimum, maximum)
 TRAIN_FIELDS = {
@@ -106,8 +107,11 @@ def train_config(body: dict) -> TrainConfig:
     return config
 
 
-def predict_input(request: Request) -> np.ndarray:
-    """One image as float32 (1, 28, 28, 1): a multipart 'image' upload, a raw image body or JSON pixels."""
+def predict_input(request: Request, max_images: int = 1) -> np.ndarray:
+    """Images as float32 (N, 28, 28, 1): a multipart 'image' upload, a raw image body or JSON pixels (N = 1),
+    or up to ``max_images`` raw float32 images (``TENSOR_MEDIA_TYPE``, the gateway's compact hop)."""
+    if request.mimetype == TENSOR_MEDIA_TYPE:
+        return tensor_to_input(request.get_data(), max_images)
     if request.files:
         upload = request.files.get("image")
         if upload is None:

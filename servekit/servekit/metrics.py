@@ -13,6 +13,7 @@ import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -50,6 +51,10 @@ class ServiceMetrics(RequestMetrics):
         self.inference_seconds = Histogram(
             "model_inference_duration_seconds", "Time of the model call alone, by model",
             ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "model_batch_size", "Images per model call (dynamic batching), by model",
+            ["model"], buckets=BATCH_BUCKETS, registry=self.registry,
         )
         self.predictions = Counter(
             "model_predictions", "Images predicted, by model", ["model"], registry=self.registry,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ class Installed:
     version: int | None
     meta: dict
     warmup_ms: float
+    evaluating: threading.Lock = field(default_factory=threading.Lock)  # one evaluation of this instance at a time
 
 
 class ServedModel:

@@ -3,20 +3,58 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 
-from .backend import Backend
+from .batching import BatchResult, DynamicBatcher
 from .errors import ApiError, BadRequest
 from .mnist import to_model_input
+from .models import ServedModel
 from .service import ModelService
 
 
 class Serving:
-    """Answers /evaluate and /predict from the versions the watcher installed."""
+    """Answers /evaluate and /predict from the versions the watcher installed.
 
-    def __init__(self, service: ModelService):
+    Predictions go through one dynamic batcher per model (``MAX_BATCH``, ``BATCH_WINDOW_MS``);
+    ``on_batch(model, images)`` is told the size of every model call.
+    """
+
+    def __init__(self, service: ModelService, on_batch: Callable[[str, int], None] | None = None):
         self.service = service
+        settings = service.settings
+        on_batch = on_batch or (lambda model, images: None)
+        self.batchers = {
+            name: DynamicBatcher(self._runner(served), settings.max_batch, settings.batch_window_ms / 1000.0,
+                                 on_batch=lambda images, name=name: on_batch(name, images))
+            for name, served in service.models.items()
+        }
+
+    @staticmethod
+    def _runner(served: ServedModel):
+        def run(images: np.ndarray) -> tuple[np.ndarray, int | None]:
+            installed = served.current()  # the version installed when the batch runs answers the whole batch
+            return installed.backend.predict(images), installed.version
+
+        return run
+
+    @contextmanager
+    def incoming(self, name: str | None) -> Iterator[None]:
+        """Around reading a request's input: batches forming for its models wait for it (briefly)."""
+        with ExitStack() as stack:
+            for served in self.service.select(name):
+                stack.enter_context(self.batchers[served.name].incoming())
+            yield
+
+    def infer(self, served: ServedModel, x: np.ndarray) -> BatchResult:
+        """The model's probabilities for images (N, 28, 28, 1), batched with concurrent requests."""
+        served.current()  # NotReady (503) before anything is queued
+        result = self.batchers[served.name].predict(x)
+        if not np.all(np.isfinite(result.probabilities)):
+            raise ApiError(f"model {served.name!r} (version {result.tag}) gave non-finite output for this input", 422)
+        return result
 
     def evaluate(self, name: str | None, limit: int | None) -> list[dict]:
         """Test-split loss and accuracy of the named (or every) model's serving version."""
@@ -27,7 +65,8 @@ class Serving:
         for served in selected:
             installed = served.current()
             started = time.perf_counter()
-            metrics = installed.backend.evaluate(x, test.labels)
+            with installed.evaluating:  # Keras keeps metric state in the model: one evaluation at a time
+                metrics = installed.backend.evaluate(x, test.labels)
             results.append(
                 {
                     "model": served.name,
@@ -57,29 +96,20 @@ class Serving:
                                     "served_by": served_by,
                                     "error": f"model {served.name!r} is not trained yet; POST /train first"})
                 continue
-            installed = served.current()
-            probabilities, inference_ms = timed_predict(installed.backend, x)
-            if not np.all(np.isfinite(probabilities)):
-                raise ApiError(f"model {served.name!r} (version {installed.version}) gave non-finite output "
-                               "for this input", 422)
-            for row in probabilities:
+            result = self.infer(served, x)
+            for row in result.probabilities:
                 predictions.append(
                     {
                         "model": served.name,
-                        "model_version": installed.version,
+                        "model_version": result.tag,
                         "framework": info.framework,
                         "framework_version": info.version,
                         "label": int(np.argmax(row)),
                         "probabilities": [round(float(p), 6) for p in row],
-                        "inference_ms": round(inference_ms, 3),
+                        "inference_ms": round(result.inference_ms, 3),
+                        "batch_size": result.batch_size,
+                        "queue_ms": round(result.queue_ms, 3),
                         "served_by": served_by,
                     }
                 )
         return predictions
-
-
-def timed_predict(backend: Backend, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Run the model call alone under a clock: (probabilities, milliseconds)."""
-    started = time.perf_counter()
-    probabilities = backend.predict(x)
-    return probabilities, (time.perf_counter() - started) * 1000.0

@@ -33,7 +33,9 @@ class Settings:
     trainer_url: str | None = None
     allowed_hosts: list[str] | None = None  # None: any Host (the gateway calls replicas by address)
     rate_limit: str | None = None  # per client, on /predict and /v2 infer, e.g. "20/second"; None: off
-    max_evaluations: int = 1  # concurrent /evaluate calls per process
+    max_evaluations: int = 2  # concurrent /evaluate calls per process
+    max_batch: int = 32  # dynamic batching: images per model call at most
+    batch_window_ms: float = 2.0  # longest wait for more requests to join a batch; 0 turns batching off
 
     @property
     def trains(self) -> bool:
@@ -47,7 +49,7 @@ class Settings:
     def from_env(cls, default_port: int = 8000) -> Settings:
         """Read PORT, ROLE, MNIST_DIR, MODEL_REPOSITORY (or MODEL_DIR), KEEP_VERSIONS, MODEL_POLL_S,
         SERVER_WORKERS, CPU_LIMIT, *_THREADS, MAX_UPLOAD_BYTES, MAX_INFER_BATCH, SERVED_BY, TRAINER_URL,
-        ALLOWED_HOSTS, RATE_LIMIT, MAX_EVALUATIONS."""
+        ALLOWED_HOSTS, RATE_LIMIT, MAX_EVALUATIONS, MAX_BATCH, BATCH_WINDOW_MS."""
         env = os.environ
         role = env.get("ROLE", "all").strip().lower()
         if role not in ROLES:
@@ -73,7 +75,9 @@ class Settings:
             trainer_url=env.get("TRAINER_URL") or None,
             allowed_hosts=parse_allowed_hosts(env.get("ALLOWED_HOSTS") or "*"),
             rate_limit=env.get("RATE_LIMIT") or None,
-            max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 1))),
+            max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
+            max_batch=max(1, int(env.get("MAX_BATCH", 32))),
+            batch_window_ms=max(0.0, float(env.get("BATCH_WINDOW_MS", 2.0))),
         )
 
 
