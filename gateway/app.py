@@ -61,6 +61,7 @@ from .settings import GatewaySettings
 from .store import Store
 
 log = logging.getLogger(__name__)
+INTERACTIVE_GRACE_S = 5.0  # beyond a call's own timeout: its connect, and a wait for a free pool thread
 STATIC = Path(__file__).parent / "static"
 EVALUATE_TIMEOUT_S = 300.0
 
@@ -71,7 +72,8 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     metrics = GatewayMetrics()
     directory = ServiceDirectory(settings.service_urls, on_call=metrics.observe_backend_call,
                                  refresh_s=settings.discovery_refresh_s, trainer_urls=settings.trainer_urls,
-                                 token=read_token(os.environ, "SERVICE"))
+                                 token=read_token(os.environ, "SERVICE"), interactive_threads=settings.threads,
+                                 interactive_timeout_s=settings.predict_timeout_s + INTERACTIVE_GRACE_S)
     store = Store(settings.data_dir / "gateway.sqlite3")
     runs = RunManager(directory, store, job_deadline_s=settings.job_deadline_s)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
@@ -206,7 +208,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         plan = directory.resolve(_model_list(body))
         with evaluations.take():
             answers = directory.fan_out(lambda client: _evaluate_service(client, plan[client.name], limit),
-                                        list(plan))
+                                        list(plan), pool="batch")
         results = []
         for service, answer in answers.items():
             if isinstance(answer, Exception):

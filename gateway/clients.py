@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +14,14 @@ from requests.adapters import HTTPAdapter
 from servekit.errors import ApiError, NotFound
 
 from .discovery import Replica, ReplicaSet, Resolver
+from .pools import BoundedPool, PoolTimeout
 
 POOL_SIZE = 32  # keep-alive connections per replica
 POOL_HOSTS = 64  # replica addresses whose pools are kept
 CONNECT_TIMEOUT_S = 2.0
 STATUS_TIMEOUT_S = 3.0
 MODELS_TTL_S = 30.0
+BATCH_RESULT_TIMEOUT_S = 900.0  # an evaluation of the whole test set on a busy machine
 
 
 class ServiceError(Exception):
@@ -180,6 +181,7 @@ class ServiceDirectory:
     def __init__(
         self, service_urls: dict[str, str | list[str]], on_call: CallObserver | None = None, refresh_s: float = 5.0,
         trainer_urls: dict[str, str | list[str]] | None = None, token: str | None = None,
+        interactive_timeout_s: float = 10.0, interactive_threads: int = 16,
     ):
         self.clients = {
             name: ServiceClient(name, urls, on_call, refresh_s=refresh_s, token=token)
@@ -190,22 +192,43 @@ class ServiceDirectory:
             name: ServiceClient(f"{name}-trainer", urls, on_call, refresh_s=refresh_s, token=token)
             for name, urls in trainer_urls.items()
         }
-        self._pool = ThreadPoolExecutor(max_workers=max(4, 4 * len(self.clients)), thread_name_prefix="fanout")
+        # Interactive: every request thread's calls to all services but one (that one runs in the request thread).
+        services = max(1, len(self.clients))
+        self.pools = {
+            "interactive": BoundedPool("interactive", max(4, interactive_threads * (services - 1)),
+                                       queue_limit=8 * interactive_threads, timeout_s=interactive_timeout_s),
+            "batch": BoundedPool("batch", 2 * services, queue_limit=4 * services, timeout_s=BATCH_RESULT_TIMEOUT_S),
+        }
         self._models: dict[str, list[str]] = {}  # service -> model names, as last seen
         self._models_seen_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def fan_out(self, work: Callable[[ServiceClient], Any], services: list[str] | None = None) -> dict[str, Any]:
-        """Run ``work(client)`` for every (or the named) service in parallel; an exception is the result."""
+    def fan_out(self, work: Callable[[ServiceClient], Any], services: list[str] | None = None,
+                pool: str = "interactive") -> dict[str, Any]:
+        """Run ``work(client)`` for every (or the named) service in parallel; an exception is the result.
+
+        ``pool``: "interactive" (answers people wait for) or "batch" (long work such as evaluations); the
+        last service's work runs in the calling thread, which would otherwise only wait. ApiError 503 when
+        the pool is full; a service whose work gave no result in the pool's time gets a ServiceError.
+        """
         names = services if services is not None else list(self.clients)
-        futures = {name: self._pool.submit(work, self.clients[name]) for name in names}
+        if not names:
+            return {}
+        chosen = self.pools[pool]
+        futures = {name: chosen.submit(work, self.clients[name]) for name in names[:-1]}
         results = {}
+        try:
+            results[names[-1]] = work(self.clients[names[-1]])
+        except Exception as exc:  # each service's failure is reported in its own entry
+            results[names[-1]] = exc
         for name, future in futures.items():
             try:
-                results[name] = future.result()
-            except Exception as exc:  # each service's failure is reported in its own entry
+                results[name] = chosen.result(future)
+            except PoolTimeout as exc:
+                results[name] = ServiceError(f"{name}: {exc}")
+            except Exception as exc:
                 results[name] = exc
-        return results
+        return {name: results[name] for name in names}
 
     def trainer(self, service: str) -> ServiceClient:
         """The client of the service's trainer; NotFound when TRAINER_URLS names none for it."""

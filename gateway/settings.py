@@ -28,6 +28,7 @@ class GatewaySettings:
     max_evaluations: int = 2  # concurrent /evaluate calls
     public_url: str = "http://127.0.0.1:8000"  # where users open the page (printed with the token)
     job_deadline_s: float = 6 * 3600.0  # a training job without a result by then is cancelled and failed
+    threads: int = 16  # waitress request threads (GATEWAY_THREADS): sizes the interactive fan-out pool
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -44,5 +45,6 @@ class GatewaySettings:
             rate_limit=env.get("RATE_LIMIT") or None,
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
             job_deadline_s=float(env.get("JOB_DEADLINE_S", 6 * 3600)),
+            threads=max(1, int(env.get("GATEWAY_THREADS", 16))),
             public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT', '8000')}").rstrip("/"),
         )

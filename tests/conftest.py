@@ -11,9 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from servekit.mnist import load_mnist
 from servekit.testing import TEST_TOKEN, ServiceProcess
+
+# Property tests draw the same examples on every run: CI is repeatable, and a failure can be rerun as it was.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.load_profile("repeatable")
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))

@@ -9,21 +9,15 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-# The gateway is not an installed package (it runs from the repository), and pytest's importlib mode does not
-# put the repository on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gateway.clients import ServiceClient, ServiceDirectory, ServiceError  # noqa: E402
-from gateway.discovery import ReplicaSet, parse_service_map  # noqa: E402
+from gateway.clients import ServiceClient, ServiceDirectory, ServiceError
+from gateway.discovery import ReplicaSet, parse_service_map
 
 
 class Backend:
