@@ -25,7 +25,9 @@ from servekit.errors import ApiError, BadRequest
 from servekit.inputs import (
     TRAIN_REQUEST_FIELDS,
     json_body,
+    optional_bool,
     optional_int,
+    optional_seeds,
     predict_input,
     promotion_policy,
     train_config,
@@ -42,14 +44,19 @@ from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, bench
 from .chart import render_chart
 from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError, as_api_error
 from .compare import build_comparison
+from .judging import Judge
+from .parity import run_parity
 from .runs import RunManager
 from .schemas import (
     BENCHMARK,
     BENCHMARK_REQUEST,
     COMPARE,
+    DISAGREEMENTS,
     EVALUATION_RECORD,
     GATEWAY_HEALTH,
     GATEWAY_PREDICT,
+    PARITY_ANSWER,
+    PARITY_REQUEST,
     RUN,
     RUN_ACCEPTED,
     RUN_REQUEST,
@@ -64,6 +71,8 @@ log = logging.getLogger(__name__)
 INTERACTIVE_GRACE_S = 5.0  # beyond a call's own timeout: its connect, and a wait for a free pool thread
 STATIC = Path(__file__).parent / "static"
 EVALUATE_TIMEOUT_S = 300.0
+MAX_TEST_IMAGES = 100  # per /compare/disagreements answer (and per /data/test call to a service)
+RUN_FIELDS = (TRAIN_REQUEST_FIELDS - {"model", "run_id"}) | {"models", "parallel", "seeds"}
 
 
 def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
@@ -76,15 +85,16 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
                                  interactive_timeout_s=settings.predict_timeout_s + INTERACTIVE_GRACE_S)
     store = Store(settings.data_dir / "gateway.sqlite3")
     runs = RunManager(directory, store, job_deadline_s=settings.job_deadline_s)
+    judge = Judge(directory)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
+    instrument(app, metrics)  # first: a request refused by the checks below still gets its id, count and log line
     install_web_security(app, settings.allowed_hosts)
     auth = load_auth(os.environ, token_file=settings.data_dir / "api_token")
     install_auth(app, auth)
     if auth.enabled:
         announce_page_url(auth.token, settings.public_url)
-    instrument(app, metrics)
     benchmarks = Slots(1, "benchmark is", status=409, retry_after_s=30)  # two would measure each other
     evaluations = Slots(settings.max_evaluations, "evaluations are")
 
@@ -149,12 +159,13 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(request_body={"application/json": RUN_REQUEST}, response=RUN_ACCEPTED, status=202)
     def train():
         """Start a run training every (or the chosen) model; one at a time unless ``parallel``."""
-        body = json_body(request, allowed=(TRAIN_REQUEST_FIELDS - {"model", "run_id"}) | {"models", "parallel"})
+        body = json_body(request, allowed=RUN_FIELDS)
         models = _model_list(body)
-        parallel = body.get("parallel", False)
-        if not isinstance(parallel, bool):
-            raise BadRequest("'parallel' must be true or false")
+        parallel = optional_bool(body, "parallel")
+        seeds = optional_seeds(body)
         config = {k: v for k, v in train_config(body).to_dict().items() if v is not None}
+        if seeds:
+            config = {**config, "seeds": seeds, "seed": seeds[0]}
         run = runs.start(models, {**config, "promote": promotion_policy(body)}, parallel)
         return jsonify(run_id=run["run_id"], status_url=f"/runs/{run['run_id']}", status=run["status"]), 202
 
@@ -246,8 +257,36 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @app.get("/compare")
     @documented(response=COMPARE)
     def compare():
-        """The comparison: per model framework, params, training time, accuracy, serving latency, throughput."""
-        return jsonify(build_comparison(directory, store))
+        """The comparison: per model framework, params, training time, accuracy (mean ± sd over seeds, 95%
+        interval), serving latency, throughput; and the verdict: exact McNemar tests of every pair."""
+        return jsonify(build_comparison(directory, store, judge))
+
+    @app.post("/parity")
+    @documented(request_body={"application/json": PARITY_REQUEST}, response=PARITY_ANSWER)
+    def parity():
+        """The source model's weights loaded into every implementation: each one's largest difference in
+        probability from the source and its agreement, over the test images."""
+        body = json_body(request, required=True, allowed={"source", "limit"})
+        source = body.get("source")
+        if not isinstance(source, str):
+            raise BadRequest("'source' must name the model whose weights are transplanted")
+        limit = optional_int(body, "limit", 1, 10_000)
+        with evaluations.take():
+            result = run_parity(directory, source, limit)
+        store.put("parity", uuid.uuid4().hex[:12], {**result, "created_at": time.time()}, time.time())
+        return jsonify(result)
+
+    @app.get("/compare/disagreements")
+    @documented(response=DISAGREEMENTS)
+    def compare_disagreements():
+        """Test digits on which the served models disagree, most split first, with each model's answer."""
+        limit = request.args.get("limit", "50")
+        if not (limit.isdecimal() and 1 <= int(limit) <= MAX_TEST_IMAGES):
+            raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_TEST_IMAGES}")
+        rows = build_comparison(directory, store)["models"]
+        found, models = judge.disagreements(rows, int(limit))
+        _attach_images(directory, found)
+        return jsonify(models=models, count=len(found), disagreements=found)
 
     @app.get("/compare/chart.png")
     @documented(content="image/png")
@@ -328,6 +367,22 @@ def _replica_status(client: ServiceClient, url: str) -> tuple[dict | None, dict]
     return health, {"url": url, "up": True, "served_by": health.get("served_by"), "role": health.get("role"),
                     "model_versions": health.get("model_versions", {}), "training": health.get("training"),
                     "workers": (health.get("threads") or {}).get("workers")}
+
+
+def _attach_images(directory: ServiceDirectory, entries: list[dict]) -> None:
+    """Each entry's test image as a PNG data: URL, from the first service that has the data (else None)."""
+    images = {}
+    if entries:
+        indices = ",".join(str(e["index"]) for e in entries)
+        for client in directory.clients.values():
+            try:
+                found = client.call("GET", f"/data/test?indices={indices}", STATUS_TIMEOUT_S).body["images"]
+            except ServiceError:
+                continue
+            images = {image["index"]: f"data:image/png;base64,{image['png']}" for image in found}
+            break
+    for entry in entries:
+        entry["image"] = images.get(entry["index"])
 
 
 def _prediction_entries(directory: ServiceDirectory, service: str, answer) -> list[dict]:

@@ -7,11 +7,19 @@ import statistics
 import time
 
 from .clients import STATUS_TIMEOUT_S, ServiceDirectory
+from .judging import Judge
 from .store import Store
+from .verdict import mean_sd, wilson_interval
+
+TEST_IMAGES = 10_000
 
 
-def build_comparison(directory: ServiceDirectory, store: Store) -> dict:
-    """One row per model from the services' current models, the latest runs, evaluation and benchmark."""
+def build_comparison(directory: ServiceDirectory, store: Store, judge: Judge | None = None) -> dict:
+    """One row per model from the services' current models, the latest runs, evaluation and benchmark.
+
+    With a ``judge``, also the statistics over the served models' answers on the test set: each row's
+    ``ci95`` and the top-level ``verdict`` (pairwise exact McNemar tests, Holm-corrected).
+    """
     live = directory.fan_out(
         lambda client: (
             client.call("GET", "/health", STATUS_TIMEOUT_S).body,
@@ -47,8 +55,49 @@ def build_comparison(directory: ServiceDirectory, store: Store) -> dict:
                 "test_accuracy": _evaluated_accuracy(evaluation.get(name), model),
                 "warmup_ms": model.get("warmup_ms"),
                 "serving": _serving(benchmark.get(name)),
+                **seed_spread(latest_run_entry.get(name)),
             })
-    return {"generated_at": time.time(), "models": rows}
+    comparison = {"generated_at": time.time(), "models": rows, "verdict": None}
+    if judge is not None:
+        comparison["verdict"] = _add_verdict(rows, judge)
+    return comparison
+
+
+def seed_spread(entry: dict | None) -> dict:
+    """Mean, sd, min and max over the seeds of the model's latest run: test accuracy and steady s/epoch."""
+    results = [r for r in (entry or {}).get("seed_results") or [] if r.get("status") == "succeeded"]
+    if not results and entry and entry.get("test_accuracy") is not None:
+        results = [{"seed": (entry.get("config") or {}).get("seed"), "test_accuracy": entry["test_accuracy"],
+                    "epoch_seconds": entry.get("epoch_seconds")}]
+    accuracies = [r["test_accuracy"] for r in results if r.get("test_accuracy") is not None]
+    epochs = [r["epoch_seconds"] for r in results if r.get("epoch_seconds") is not None]
+    spread = {"seeds": [r.get("seed") for r in results], "accuracy_mean": None, "accuracy_sd": None,
+              "accuracy_min": None, "accuracy_max": None, "epoch_seconds_mean": None, "epoch_seconds_sd": None}
+    if accuracies:
+        mean, sd, low, high = mean_sd(accuracies)
+        spread.update(accuracy_mean=round(mean, 6), accuracy_sd=round(sd, 6), accuracy_min=low, accuracy_max=high)
+    if epochs:
+        mean, sd, _, _ = mean_sd(epochs)
+        spread.update(epoch_seconds_mean=round(mean, 3), epoch_seconds_sd=round(sd, 3))
+    return spread
+
+
+def _add_verdict(rows: list[dict], judge: Judge) -> dict | None:
+    """Each row's 95% interval and per-class figures; the pairwise verdict (None with fewer than 2 models)."""
+    result = judge.verdict(rows)
+    per_model = (result or {}).get("models", {})
+    for row in rows:
+        stats = per_model.get(row["model"])
+        if stats:
+            row.update(ci95=stats["ci95"], ece=stats["ece"], per_class_accuracy=stats["per_class_accuracy"],
+                       confusion=stats["confusion"], test_correct=stats["correct"])
+        elif row.get("test_accuracy") is not None:  # not judged (yet): the interval from the accuracy alone
+            row["ci95"] = list(wilson_interval(round(row["test_accuracy"] * TEST_IMAGES), TEST_IMAGES))
+        else:
+            row["ci95"] = None
+    if result is None:
+        return None
+    return {key: value for key, value in result.items() if key != "models"}
 
 
 def training_summary(history: list[dict], config: dict | None, samples: int | None, total: float | None) -> dict:

@@ -26,6 +26,7 @@ POLL_INTERVAL_S = 0.5
 SAVE_INTERVAL_S = 2.0
 BUSY_RETRY_S = 600.0  # how long to wait for a service that is busy with a job started elsewhere
 JOB_FIELDS = ("epoch", "epochs", "step", "steps_per_epoch", "loss", "accuracy", "history")
+SEED_RESULT_FIELDS = ("status", "test_accuracy", "epoch_seconds", "train_seconds", "version", "error")
 
 
 class RunManager:
@@ -135,13 +136,33 @@ class RunManager:
                 self._update_model(run, model, status="failed", error=str(exc))
 
     def _train_model(self, run: dict, service: str, model: str) -> None:
+        """Train the model once per seed of the run (once with the run's settings when it names no seeds)."""
+        seeds = run["config"].get("seeds") or [None]
+        for position, seed in enumerate(seeds):
+            if seed is not None:
+                self._update_model(run, model, seed=seed, seeds_done=position)
+            finished = self._train_job(run, service, model, seed)
+            if len(seeds) > 1 or seed is not None:
+                with self._lock:
+                    entry = run["models"][model]
+                    entry.setdefault("seed_results", []).append(
+                        {"seed": seed, **{k: entry.get(k) for k in SEED_RESULT_FIELDS}})
+                    entry["seeds_done"] = position + 1
+            if finished != "succeeded":
+                return
+            if position < len(seeds) - 1:
+                self._update_model(run, model, status="running")
+
+    def _train_job(self, run: dict, service: str, model: str, seed: int | None) -> str:
+        """One training job on the model's trainer, followed to its end; returns how it ended."""
         client = self.directory.trainer(service)
-        body = {"model": model, **run["config"], "run_id": run["run_id"]}
+        config = {k: v for k, v in run["config"].items() if k != "seeds"}
+        body = {"model": model, **config, "run_id": run["run_id"], **({"seed": seed} if seed is not None else {})}
         deadline = time.monotonic() + BUSY_RETRY_S
         while True:
             if run.get("cancel_requested"):
                 self._update_model(run, model, status="cancelled", error="the run was cancelled")
-                return
+                return "cancelled"
             try:
                 accepted = client.call("POST", "/train", 30, json=body).body
                 break
@@ -161,7 +182,7 @@ class RunManager:
                 self._cancel_job(client, accepted["job_id"])
                 self._update_model(run, model, status="failed", finished_at=time.time(),
                                    error=f"no result within {self.job_deadline_s:.0f} s (JOB_DEADLINE_S)")
-                return
+                return "failed"
             try:
                 job = client.call("GET", accepted["status_url"], 30).body
             except ServiceError as exc:
@@ -179,8 +200,9 @@ class RunManager:
                     test_accuracy=result.get("test_accuracy"), train_seconds=result.get("train_seconds"),
                     version=result.get("version"), promoted=result.get("promoted"),
                     promotion=result.get("promotion"), finished_at=time.time(),
+                    epoch_seconds=steady_epoch_seconds(fields["history"]),
                 )
-                return
+                return job["status"]
             self._update_model(run, model, **fields)
             time.sleep(POLL_INTERVAL_S)
 
@@ -199,7 +221,9 @@ class RunManager:
             entry = run["models"][model]
             new_epoch = fields.get("epoch") != entry.get("epoch") or fields.get("status") != entry.get("status")
             entry.update(fields)
-            run["progress"] = round(sum(_fraction_done(e) for e in run["models"].values()) / len(run["models"]), 4)
+            seeds = len(run["config"].get("seeds") or [None])
+            run["progress"] = round(sum(_fraction_done(e, seeds) for e in run["models"].values()) / len(run["models"]),
+                                    4)
         self._save(run, force=new_epoch)
 
     def _update(self, run: dict, force_save: bool = True, **fields) -> None:
@@ -216,10 +240,23 @@ class RunManager:
             self._last_saved = now
 
 
-def _fraction_done(entry: dict) -> float:
-    if entry["status"] in ("succeeded", "failed", "cancelled"):
+def steady_epoch_seconds(history: list[dict] | None) -> float | None:
+    """Mean seconds of the epochs after the first (which pays for tracing and warm-up); the first if alone."""
+    seconds = [epoch["seconds"] for epoch in history or []]
+    if not seconds:
+        return None
+    steady = seconds[1:] or seconds
+    return round(sum(steady) / len(steady), 3)
+
+
+def _fraction_done(entry: dict, seeds: int = 1) -> float:
+    """How much of a model's work in its run is done: whole seeds, and the epochs and steps of the current one."""
+    done = entry.get("seeds_done") or 0
+    if entry["status"] in ("succeeded", "failed", "cancelled") and (done >= seeds or entry["status"] != "succeeded"):
         return 1.0
     epochs, steps = entry.get("epochs") or 0, entry.get("steps_per_epoch") or 0
-    if not epochs or not steps:
-        return 0.0
-    return min(1.0, ((max(entry.get("epoch") or 1, 1) - 1) * steps + (entry.get("step") or 0)) / (epochs * steps))
+    current = 0.0
+    if epochs and steps:
+        steps_done = (max(entry.get("epoch") or 1, 1) - 1) * steps + (entry.get("step") or 0)
+        current = min(1.0, steps_done / (epochs * steps))
+    return min(1.0, (done + current) / seeds)

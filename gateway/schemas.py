@@ -1,20 +1,29 @@
-"""JSON schemas of the gateway's bodies, for its generated OpenAPI document."""
+"""JSON schemas of the gateway's bodies, and ``ROUTES`` completing its generated OpenAPI document."""
 
+from servekit.inputs import MAX_SEEDS
+from servekit.openapi import MODEL_NAME, Route
 from servekit.schemas import (
     BOOLEAN,
+    EVALUATE_LIMIT,
     INTEGER,
     NULLABLE_NUMBER,
     NULLABLE_STRING,
     NUMBER,
     PIXELS,
     PROBABILITIES,
+    PROMOTE,
     STRING,
-    TRAIN_REQUEST,
+    TRAIN_FIELD,
+    TRAIN_SETTINGS,
     array_of,
+    nullable,
     obj,
+    strict,
 )
 
-MODEL_LIST = array_of(STRING)
+from .benchmark import MAX_CONCURRENCY, MAX_REQUESTS
+
+MODEL_LIST = nullable({"type": "array", "items": MODEL_NAME, "uniqueItems": True})  # null: every model
 
 GATEWAY_PREDICTION = {
     "oneOf": [
@@ -29,19 +38,25 @@ GATEWAY_PREDICT = obj({
     "total_ms": NUMBER,
 }, {"input": PIXELS})
 
-RUN_REQUEST = {**TRAIN_REQUEST, "properties": {**TRAIN_REQUEST["properties"], "models": MODEL_LIST,
-                                               "parallel": BOOLEAN}}
+SEEDS = nullable({"type": "array", "items": TRAIN_FIELD["seed"], "minItems": 1, "maxItems": MAX_SEEDS,
+                  "uniqueItems": True, "description": "train every model once per seed; not together with 'seed'"})
+RUN_REQUEST = strict({}, {"models": MODEL_LIST, **TRAIN_SETTINGS, "seeds": SEEDS, "promote": PROMOTE,
+                          "parallel": BOOLEAN})
 RUN_ACCEPTED = obj({"run_id": STRING, "status_url": STRING, "status": STRING})
 RUN_MODEL = obj({"model": STRING, "service": STRING, "status": STRING})
 RUN = obj({"run_id": STRING, "status": STRING, "progress": NUMBER, "parallel": BOOLEAN, "config": {"type": "object"},
            "models": {"type": "object", "additionalProperties": RUN_MODEL}, "error": NULLABLE_STRING})
 RUNS = obj({"runs": array_of(RUN)})
 
-SELECTION = obj({}, {"models": MODEL_LIST, "limit": INTEGER})
+SELECTION = strict({}, {"models": MODEL_LIST, "limit": EVALUATE_LIMIT})
 EVALUATION_RECORD = obj({"evaluation_id": STRING, "created_at": NUMBER, "results": array_of({"type": "object"})})
 
-BENCHMARK_REQUEST = obj({}, {"models": MODEL_LIST, "requests": INTEGER, "concurrency": INTEGER,
-                             "max_seconds": NUMBER})
+BENCHMARK_REQUEST = strict({}, {
+    "models": MODEL_LIST,
+    "requests": nullable({"type": "integer", "minimum": 1, "maximum": MAX_REQUESTS}),
+    "concurrency": nullable({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY}),
+    "max_seconds": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 600},
+})
 PERCENTILES = obj({"p50": NUMBER, "p95": NUMBER, "p99": NUMBER})
 BENCHMARK_RESULT = obj({"model": STRING, "concurrency": INTEGER, "requests": INTEGER, "ok": INTEGER,
                         "errors": INTEGER, "throughput_rps": NUMBER}, {"latency_ms": PERCENTILES})
@@ -58,6 +73,44 @@ COMPARE_ROW = obj({
                      "epoch_seconds": NULLABLE_NUMBER, "ms_per_step": NULLABLE_NUMBER}),
     "validation_accuracy": NULLABLE_NUMBER, "test_accuracy": NULLABLE_NUMBER,
     "serving": {**obj({"latency_ms": PERCENTILES, "throughput_rps": NUMBER}), "nullable": True},
+}, {
+    "seeds": array_of(nullable(INTEGER)), "accuracy_mean": NULLABLE_NUMBER, "accuracy_sd": NULLABLE_NUMBER,
+    "accuracy_min": NULLABLE_NUMBER, "accuracy_max": NULLABLE_NUMBER, "epoch_seconds_mean": NULLABLE_NUMBER,
+    "epoch_seconds_sd": NULLABLE_NUMBER,
+    "ci95": nullable({"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2}),
 })
-COMPARE = obj({"generated_at": NUMBER, "models": array_of(COMPARE_ROW)})
+VERDICT_PAIR = obj({"a": STRING, "b": STRING, "a_only": INTEGER, "b_only": INTEGER, "p_value": NUMBER,
+                    "p_adjusted": NUMBER, "significant": BOOLEAN})
+VERDICT = nullable(obj({"pairs": array_of(VERDICT_PAIR), "summary": STRING}))
+COMPARE = obj({"generated_at": NUMBER, "models": array_of(COMPARE_ROW)}, {"verdict": VERDICT})
 GATEWAY_HEALTH = obj({"status": STRING, "services": INTEGER, "services_up": INTEGER})
+
+UNKNOWN_MODELS = {404: "unknown model(s)"}
+MODELS_UNKNOWN_YET = {503: "a service has not said which models it has yet (name them in 'models')"}
+SERVICE_ANSWER = {404: "unknown model, or no trainer for its service", 502: "its service did not answer"}
+
+ROUTES = {
+    "index": Route(content="text/html", response={"type": "string"}),
+    "live": Route(response=obj({"status": STRING})),
+    "predict": Route(errors={415: "not an image in a supported format, nor JSON pixels",
+                             422: "no digit found in the image", 502: "no service answered"}),
+    "train": Route(errors={**UNKNOWN_MODELS, 409: "another run is still active", **MODELS_UNKNOWN_YET}),
+    "list_runs": Route(query={"limit": {"schema": INTEGER, "description": "how many runs (1..1000, default 50)"}}),
+    "cancel_run": Route(errors={409: "the run has already finished"}),
+    "compare_disagreements": Route(query={"limit": {"schema": {"type": "integer", "minimum": 1, "maximum": 100}}},
+                                   errors={400: "'limit' is not a whole number from 1 to 100"}),
+    "model_versions": Route(errors=SERVICE_ANSWER),
+    "promote_version": Route(errors={**SERVICE_ANSWER, 409: "its trainer refused (not a trainer)"}),
+    "evaluate": Route(errors={**UNKNOWN_MODELS, 429: "evaluations are already running; see Retry-After",
+                              **MODELS_UNKNOWN_YET}),
+    "benchmark": Route(errors={**UNKNOWN_MODELS, 409: "a benchmark is already running", **MODELS_UNKNOWN_YET}),
+    "parity": Route(errors={404: "unknown source model", 429: "evaluations are already running; see Retry-After",
+                            502: "a service did not answer", 503: "the source model is not trained yet"}),
+}
+DISAGREEMENTS = obj({"models": array_of(STRING), "count": INTEGER, "disagreements": array_of(obj(
+    {"index": INTEGER, "label": INTEGER, "predictions": {"type": "object"}}, {"image": NULLABLE_STRING}))})
+PARITY_REQUEST = strict({"source": MODEL_NAME}, {"limit": EVALUATE_LIMIT})
+PARITY_TARGET = obj({"model": STRING, "framework": STRING, "max_abs_diff": NUMBER, "agreement": NUMBER,
+                     "accuracy": NUMBER})
+PARITY_ANSWER = obj({"source": STRING, "images": INTEGER, "max_abs_diff": NUMBER, "within_tolerance": BOOLEAN,
+                     "targets": array_of(PARITY_TARGET)}, {"source_version": nullable(INTEGER), "tolerance": NUMBER})

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-KINDS = ("runs", "evaluations", "benchmarks")
+KINDS = ("runs", "evaluations", "benchmarks", "parity")
 
 
 class Store:

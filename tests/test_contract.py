@@ -1,4 +1,4 @@
-"""DESIGN.md's service contract, asserted for every service in SERVICES (in file order)."""
+"""The service contract of docs/api.md, asserted for every service in SERVICES (in file order)."""
 
 from __future__ import annotations
 
@@ -332,3 +332,11 @@ def test_restart_loads_checkpoint_with_identical_predictions(service, digits):
     assert all(m["ready"] for m in models)
     after = post(service, "/predict", json={"pixels": (digits[0][0] / 255.0).tolist()}).json()
     assert [p["probabilities"] for p in after["predictions"]] == [p["probabilities"] for p in before["predictions"]]
+
+
+def test_refused_requests_still_carry_their_request_id(service):
+    """Token and media-type checks run after the request got its id: a 401 or 415 can be traced too."""
+    refused = requests.post(service.url + "/train", json={}, headers={"X-Request-ID": "trace-me-1"}, timeout=30)
+    assert refused.status_code == 401 and refused.headers["X-Request-ID"] == "trace-me-1"
+    wrong_type = API.post(service.url + "/evaluate", data="x", headers={"Content-Type": "text/plain"}, timeout=30)
+    assert wrong_type.status_code == 415 and wrong_type.headers["X-Request-ID"]

@@ -139,9 +139,16 @@ def test_compare_table_and_chart(page, stack):
     page.wait_for_function("() => document.querySelectorAll('#compare-table tbody tr').length === 5")
     # The table drawn at page load also has five rows: wait for the refreshed one, with serving figures.
     page.wait_for_function(
-        "() => document.querySelector('#compare-table tbody tr td:nth-child(10)').textContent !== '–'")
+        "() => document.querySelector('#compare-table tbody tr td:nth-child(12)').textContent !== '–'")
     page.wait_for_function("() => document.querySelector('#chart').naturalWidth > 0")
-    assert page.locator("#compare-table tbody tr").first.locator("td").nth(9).inner_text() != "–"
+    assert page.locator("#compare-table tbody tr").first.locator("td").nth(11).inner_text() != "–"
+    # The verdict: every pair of the five models tested, a sentence, and the digits they disagree on as images.
+    page.wait_for_function("() => document.querySelectorAll('#verdict-pairs tbody tr').length === 10", timeout=120_000)
+    assert "McNemar" in page.locator("#verdict-summary").inner_text()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#gallery figure img')].some(i => i.naturalWidth === 28)", timeout=60_000)
+    first = page.locator("#gallery figure").first
+    assert first.locator("li").count() == 5 and first.locator("li.wrong").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
 
 

@@ -201,6 +201,8 @@ $("#train-form").addEventListener("submit", async (event) => {
   const body = { parallel: form.get("parallel") === "on" };
   for (const key of ["epochs", "batch_size", "train_limit"]) if (form.get(key)) body[key] = parseInt(form.get(key), 10);
   if (form.get("learning_rate")) body.learning_rate = parseFloat(form.get("learning_rate"));
+  const seeds = (form.get("seeds") || "").split(",").map((s) => s.trim()).filter(Boolean).map((s) => parseInt(s, 10));
+  if (seeds.length) body.seeds = seeds;
   $("#train").disabled = true;
   try {
     const run = await api("/train", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -248,11 +250,13 @@ function renderRun(run) {
   const rows = Object.values(run.models).map((m) => {
     const total = (m.epochs || 1) * (m.steps_per_epoch || 1);
     const done = m.status === "succeeded" ? total : Math.max(0, ((m.epoch || 1) - 1) * (m.steps_per_epoch || 0) + (m.step || 0));
-    const detail = m.status === "succeeded"
-      ? `done · test accuracy ${(m.test_accuracy * 100).toFixed(2)}%`
+    const seeds = run.config && run.config.seeds ? run.config.seeds.length : 1;
+    const seedNote = seeds > 1 ? ` · seed ${Math.min((m.seeds_done || 0) + 1, seeds)}/${seeds}` : "";
+    const detail = m.status === "succeeded" && (m.seeds_done || seeds) >= seeds
+      ? `done · test accuracy ${(m.test_accuracy * 100).toFixed(2)}%${seeds > 1 ? ` (last of ${seeds} seeds)` : ""}`
       : m.status === "failed" ? `failed: ${m.error}`
       : m.status === "cancelled" ? "cancelled"
-      : m.status === "running" ? `epoch ${m.epoch}/${m.epochs || "?"} · step ${m.step}/${m.steps_per_epoch || "?"} · loss ${(m.loss || 0).toFixed(4)}`
+      : m.status === "running" || m.status === "succeeded" ? `epoch ${m.epoch}/${m.epochs || "?"} · step ${m.step}/${m.steps_per_epoch || "?"} · loss ${(m.loss || 0).toFixed(4)}${seedNote}`
       : m.status;
     const bar = el("progress", { max: String(total), value: String(done), "aria-label": `${m.model} training progress` });
     return el("div", { class: "progress-row", "data-model": m.model, "data-status": m.status },
@@ -288,7 +292,7 @@ async function refreshCompare() {
   let comparison;
   try { comparison = await api("/compare"); } catch (error) { setStatus("#compare-status", error.message, true); return; }
   const head = el("tr", {}, ...["model", "framework", "params", "s/epoch", "ms/step", "val acc", "test acc",
-    "model ms", "p50 ms", "p99 ms", "req/s"].map((h) => el("th", { scope: "col", text: h })));
+    "95% interval", "acc over seeds", "model ms", "p50 ms", "p99 ms", "req/s"].map((h) => el("th", { scope: "col", text: h })));
   const rows = comparison.models.map((r) => {
     const t = r.training || {}, s = r.serving || {}, lat = s.latency_ms || {}, inf = s.inference_ms || {};
     return el("tr", { "data-model": r.model }, el("td", { text: r.model }),
@@ -296,11 +300,37 @@ async function refreshCompare() {
       el("td", { text: r.params ? r.params.toLocaleString("en") : "–" }),
       el("td", { text: fmt(t.epoch_seconds, 1) }), el("td", { text: fmt(t.ms_per_step, 1) }),
       el("td", { text: fmt(r.validation_accuracy, 4) }), el("td", { text: fmt(r.test_accuracy, 4) }),
+      el("td", { text: r.ci95 ? `${fmt(r.ci95[0], 4)}–${fmt(r.ci95[1], 4)}` : "–" }),
+      el("td", { text: r.seeds && r.seeds.length > 1 ? `${fmt(r.accuracy_mean, 4)} ± ${fmt(r.accuracy_sd, 4)} (${r.seeds.length} seeds)` : "–" }),
       el("td", { text: fmt(inf.p50, 2) }), el("td", { text: fmt(lat.p50, 2) }), el("td", { text: fmt(lat.p99, 2) }),
       el("td", { text: fmt(s.throughput_rps, 0) }));
   });
   $("#compare-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
   $("#chart").src = `/compare/chart.svg?t=${Date.now()}`;
+  renderVerdict(comparison.verdict);
+  if (comparison.verdict) refreshGallery();
+}
+
+function renderVerdict(verdict) {
+  if (!verdict) return;
+  $("#verdict-summary").textContent = verdict.summary;
+  const head = el("tr", {}, ...["model A", "model B", "only A right", "only B right", "p", "p (Holm)", "significant"]
+    .map((h) => el("th", { scope: "col", text: h })));
+  const rows = verdict.pairs.map((p) => el("tr", { "data-pair": `${p.a}|${p.b}` },
+    el("td", { text: p.a }), el("td", { text: p.b }), el("td", { text: String(p.a_only) }),
+    el("td", { text: String(p.b_only) }), el("td", { text: p.p_value.toPrecision(3) }),
+    el("td", { text: p.p_adjusted.toPrecision(3) }), el("td", { text: p.significant ? "yes" : "no" })));
+  $("#verdict-pairs").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+async function refreshGallery() {
+  let found;
+  try { found = await api("/compare/disagreements?limit=24"); } catch (error) { return; }
+  $("#gallery").replaceChildren(...found.disagreements.map((d) => el("figure", { class: "digit", "data-index": String(d.index) },
+    d.image ? el("img", { src: d.image, alt: `test digit ${d.index}, a ${d.label}` }) : el("span", { text: "?" }),
+    el("figcaption", { text: `#${d.index} · true ${d.label}` }),
+    el("ul", {}, ...Object.entries(d.predictions).map(([model, p]) =>
+      el("li", { class: p.label === d.label ? "right" : "wrong", text: `${model}: ${p.label} (${(p.confidence * 100).toFixed(0)}%)` }))))));
 }
 
 async function runAction(button, path, body, label) {

@@ -1,7 +1,7 @@
 """The Flask app factory every framework service is built with.
 
 ``create_app([BackendA, BackendB], info, settings)`` gives a service the
-contract of DESIGN.md for its ``ROLE``:
+contract of docs/api.md for its ``ROLE``:
 
 - ``server``: /predict, /evaluate, the Open Inference Protocol, from the
   promoted versions of the model repository, hot-swapped as they change;
@@ -23,10 +23,13 @@ from werkzeug.exceptions import HTTPException
 from .auth import inference, install_auth, load_auth
 from .backend import Backend, FrameworkInfo
 from .errors import ApiError, Conflict
+from .images import png_base64
 from .inference_protocol import inference_protocol_blueprint
 from .inputs import (
     TRAIN_REQUEST_FIELDS,
+    index_list,
     json_body,
+    optional_bool,
     optional_int,
     optional_str,
     predict_input,
@@ -38,6 +41,7 @@ from .metrics import ServiceMetrics
 from .models import describe
 from .observability import instrument
 from .openapi import build_openapi, documented
+from .parity import parity_blueprint
 from .schemas import (
     EVALUATE,
     EVALUATE_REQUEST,
@@ -48,6 +52,7 @@ from .schemas import (
     PREDICT,
     PREDICT_REQUEST,
     PROMOTED,
+    TEST_IMAGES,
     TRAIN_ACCEPTED,
     TRAIN_REQUEST,
     VERSIONS,
@@ -60,6 +65,7 @@ from .watcher import RepositoryWatcher
 from .web_security import accepts_any_media_type, install_web_security
 
 log = logging.getLogger(__name__)
+MAX_TEST_IMAGES = 100  # per /data/test request
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -105,13 +111,13 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["model_service"] = service
     install_error_handlers(app)
+    instrument(app, metrics)  # first: a request refused by the checks below still gets its id, count and log line
     install_web_security(app, settings.allowed_hosts)
     auth = load_auth()
     if auth.generated:
         log.warning("no API_TOKEN or API_TOKEN_FILE: training and evaluation need the generated token %s; give "
                     "the gateway the same one as SERVICE_TOKEN", auth.token)
     install_auth(app, auth)
-    instrument(app, metrics)
 
     serving = watcher = trainer = None
     if settings.serves:
@@ -204,6 +210,15 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
                 metrics.training_jobs.labels(state).set(states.get(state, 0))
         return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
+    @app.get("/data/test")
+    @documented(response=TEST_IMAGES)
+    def test_images():
+        """MNIST test images by index (``?indices=3,17``, at most 100): label and PNG (base64) of each."""
+        indices = index_list(request.args.get("indices", ""), len(service.require_data().test), MAX_TEST_IMAGES)
+        test = service.require_data().test
+        return jsonify(images=[{"index": i, "label": int(test.labels[i]), "png": png_base64(test.images[i])}
+                               for i in indices])
+
     @app.get("/openapi.json")
     def openapi():
         """This service's OpenAPI 3 document, generated from its routes."""
@@ -216,16 +231,18 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         metrics.predictions.labels(model).inc(count)
 
     app.register_blueprint(inference_protocol_blueprint(serving, record_inference))
+    app.register_blueprint(parity_blueprint(service))
     evaluations = Slots(service.settings.max_evaluations, "evaluations are")
 
     @app.post("/evaluate")
     @documented(request_body={"application/json": EVALUATE_REQUEST}, response=EVALUATE)
     def evaluate():
         """Test-split accuracy and loss of one (``model``) or every model's serving version."""
-        body = json_body(request, allowed={"model", "limit"})
+        body = json_body(request, allowed={"model", "limit", "per_image"})
         limit = optional_int(body, "limit", 1, 10_000)
+        per_image = optional_bool(body, "per_image")
         with evaluations.take():  # each is a pass over the test set; they would only slow each other down
-            return jsonify(results=serving.evaluate(optional_str(body, "model"), limit))
+            return jsonify(results=serving.evaluate(optional_str(body, "model"), limit, per_image))
 
     @app.post("/predict")
     @documented(request_body=PREDICT_REQUEST, response=PREDICT)

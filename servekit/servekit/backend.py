@@ -18,13 +18,14 @@ from .mnist import Split
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters: DESIGN.md's defaults, the same for every model."""
+    """Hyperparameters: the defaults of docs/api.md, the same for every model."""
 
     epochs: int = 5
     batch_size: int = 128
     learning_rate: float = 0.001
     seed: int = 42
     train_limit: int | None = None
+    same_start: bool = False  # begin from servekit.weights.initial_weights(seed), the start every framework shares
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +117,14 @@ class Backend(Protocol):
 
     def load(self, folder: Path) -> None:
         """Read weights written by ``save``."""
+        ...
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """The network's weights in the framework-neutral layout of ``servekit.weights``."""
+        ...
+
+    def import_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Set the network's weights from the framework-neutral layout (checked by ``servekit.weights``)."""
         ...
 
 

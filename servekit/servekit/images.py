@@ -7,6 +7,7 @@ the same form, so that the models see what they were trained on.
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import threading
@@ -173,3 +174,10 @@ def _shift(frame: np.ndarray, down: int, right: int) -> np.ndarray:
     dst_cols = slice(max(0, right), min(width, width + right))
     shifted[dst_rows, dst_cols] = frame[src_rows, src_cols]
     return shifted
+
+
+def png_base64(image: np.ndarray) -> str:
+    """A uint8 grayscale image as base64 PNG text (for JSON answers and data: URLs)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

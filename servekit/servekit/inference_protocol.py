@@ -67,6 +67,8 @@ def inference_protocol_blueprint(serving: Serving, on_inference) -> Blueprint:
         served = service.select(name)[0]
         with serving.incoming(served.name):
             body = json_body(request, required=True, any_content_type=True)
+            if not isinstance(body.get("id", ""), str):
+                raise BadRequest("'id' must be a string")
             x = _input_tensor(body, service.settings.max_infer_batch)
         result = serving.infer(served, x)
         probabilities = result.probabilities

@@ -23,7 +23,7 @@ TRAIN_FIELDS = {
     "seed": (int, 0, 2**31 - 1),
     "train_limit": (int, 1, 60_000),
 }
-TRAIN_REQUEST_FIELDS = {*TRAIN_FIELDS, "model", "promote", "run_id"}
+TRAIN_REQUEST_FIELDS = {*TRAIN_FIELDS, "model", "promote", "run_id", "same_start"}
 MAX_TRAIN_STEPS = 100_000  # per model and run: 5 epochs of 54k at batch 128 are 2,110
 FULL_TRAIN_SET = 54_000
 
@@ -70,6 +70,46 @@ def optional_int(body: dict, name: str, minimum: int, maximum: int) -> int | Non
     return value
 
 
+MAX_SEEDS = 10
+
+
+def optional_seeds(body: dict) -> list[int] | None:
+    """A run's ``seeds``: 1 to 10 distinct seeds, every model trained once per seed; not with ``seed``."""
+    seeds = body.get("seeds")
+    if seeds is None:
+        return None
+    low, high = TRAIN_FIELDS["seed"][1:]
+    if not (isinstance(seeds, list) and 1 <= len(seeds) <= MAX_SEEDS
+            and all(isinstance(s, int) and not isinstance(s, bool) and low <= s <= high for s in seeds)):
+        raise BadRequest(f"'seeds' must be a list of 1 to {MAX_SEEDS} integers between {low} and {high}")
+    if len(set(seeds)) != len(seeds):
+        raise BadRequest("'seeds' must not repeat a seed")
+    if "seed" in body:
+        raise BadRequest("give either 'seed' or 'seeds', not both")
+    return seeds
+
+
+def index_list(text: str, size: int, most: int) -> list[int]:
+    """A comma-separated list of distinct indices into a collection of ``size``; 400 when malformed."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or len(parts) > most:
+        raise BadRequest(f"give 1 to {most} comma-separated indices, e.g. ?indices=3,17")
+    if not all(part.isdecimal() for part in parts):  # isdigit() passes "²", which int() refuses
+        raise BadRequest("indices must be whole numbers")
+    indices = [int(part) for part in parts]
+    if max(indices) >= size:
+        raise BadRequest(f"indices must be below {size}, got {max(indices)}")
+    return list(dict.fromkeys(indices))
+
+
+def optional_bool(body: dict, name: str) -> bool:
+    """An optional boolean field (false when absent); 400 for anything but true or false."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"'{name}' must be true or false")
+    return value
+
+
 def optional_str(body: dict, name: str) -> str | None:
     """An optional string field."""
     value = body.get(name)
@@ -80,14 +120,15 @@ def optional_str(body: dict, name: str) -> str | None:
 
 def promotion_policy(body: dict) -> str:
     """The body's ``promote`` field: always (the default), if_better or never."""
-    policy = optional_str(body, "promote") or "always"
+    policy = optional_str(body, "promote")
+    policy = "always" if policy is None else policy
     if policy not in PROMOTION_POLICIES:
         raise BadRequest(f"'promote' must be one of {', '.join(PROMOTION_POLICIES)}, got {policy!r}")
     return policy
 
 
 def train_config(body: dict) -> TrainConfig:
-    """A TrainConfig from the body's fields; DESIGN.md's defaults for the absent ones."""
+    """A TrainConfig from the body's fields; the defaults of docs/api.md for the absent ones."""
     values = {}
     for name, (kind, low, high) in TRAIN_FIELDS.items():
         value = body.get(name)
@@ -99,7 +140,7 @@ def train_config(body: dict) -> TrainConfig:
         if not low <= value <= high:
             raise BadRequest(f"'{name}' must be between {low} and {high}, got {value}")
         values[name] = kind(value)
-    config = TrainConfig(**values)
+    config = TrainConfig(**values, same_start=optional_bool(body, "same_start"))
     steps = config.epochs * -(-min(config.train_limit or FULL_TRAIN_SET, FULL_TRAIN_SET) // config.batch_size)
     if steps > MAX_TRAIN_STEPS:
         raise BadRequest(f"{config.epochs} epochs at batch_size {config.batch_size} are {steps:,} steps per model; "

@@ -8,6 +8,7 @@ from contextlib import ExitStack, contextmanager
 
 import numpy as np
 
+from .backend import Backend
 from .batching import BatchResult, DynamicBatcher
 from .errors import ApiError, BadRequest
 from .mnist import to_model_input
@@ -56,8 +57,12 @@ class Serving:
             raise ApiError(f"model {served.name!r} (version {result.tag}) gave non-finite output for this input", 422)
         return result
 
-    def evaluate(self, name: str | None, limit: int | None) -> list[dict]:
-        """Test-split loss and accuracy of the named (or every) model's serving version."""
+    def evaluate(self, name: str | None, limit: int | None, per_image: bool = False) -> list[dict]:
+        """Test-split loss and accuracy of the named (or every) model's serving version.
+
+        ``per_image`` adds, for every test image in order, the true label (``labels``), the predicted one
+        (``predicted``) and its probability (``confidence``): what the gateway's statistics are computed from.
+        """
         selected = self.service.select(name)
         test = self.service.require_data().test.head(limit)
         x = to_model_input(test.images)
@@ -67,18 +72,22 @@ class Serving:
             started = time.perf_counter()
             with installed.evaluating:  # Keras keeps metric state in the model: one evaluation at a time
                 metrics = installed.backend.evaluate(x, test.labels)
-            results.append(
-                {
-                    "model": served.name,
-                    "model_version": installed.version,
-                    "accuracy": metrics.accuracy,
-                    "loss": metrics.loss,
-                    "samples": len(test),
-                    "seconds": round(time.perf_counter() - started, 4),
-                    "trained_at": installed.meta.get("trained_at"),
-                    "served_by": self.service.settings.served_by,
-                }
-            )
+            result = {
+                "model": served.name,
+                "model_version": installed.version,
+                "accuracy": metrics.accuracy,
+                "loss": metrics.loss,
+                "samples": len(test),
+                "seconds": round(time.perf_counter() - started, 4),
+                "trained_at": installed.meta.get("trained_at"),
+                "served_by": self.service.settings.served_by,
+            }
+            if per_image:
+                probabilities = predict_in_batches(installed.backend, x)
+                result["labels"] = test.labels.tolist()
+                result["predicted"] = probabilities.argmax(axis=1).tolist()
+                result["confidence"] = np.round(probabilities.max(axis=1), 6).tolist()
+            results.append(result)
         return results
 
     def predict(self, x: np.ndarray, name: str | None) -> list[dict]:
@@ -113,3 +122,8 @@ class Serving:
                     }
                 )
         return predictions
+
+
+def predict_in_batches(backend: Backend, x: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """Probabilities for many images, a thousand at a time (bounded memory, one traced shape)."""
+    return np.concatenate([backend.predict(x[start:start + batch]) for start in range(0, len(x), batch)])

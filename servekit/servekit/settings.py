@@ -15,7 +15,7 @@ PROMOTION_POLICIES = ("always", "if_better", "never")
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a service reads from its environment (DESIGN.md, "Ports and configuration")."""
+    """Everything a service reads from its environment (docs/api.md, "Configuration")."""
 
     port: int
     mnist_dir: Path

@@ -13,6 +13,7 @@ transposes on the way in and out. Weights travel as a NumPy ``.npz`` archive.
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def from_npz(data: bytes) -> Weights:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             weights = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, KeyError, EOFError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BadRequest(f"the weights are not a readable .npz archive: {exc}") from None
     return check_weights(weights)
 
@@ -87,3 +88,24 @@ def torch_dense_from_canonical(kernel: np.ndarray) -> np.ndarray:
 def torch_dense_to_canonical(weight: np.ndarray) -> np.ndarray:
     """A torch Linear weight (10, 1600) over a (c, h, w) flatten -> (1600, 10) rows in (h, w, c) order."""
     return weight.reshape(10, 64, 5, 5).transpose(2, 3, 1, 0).reshape(1600, 10)
+
+
+def keras_export(model) -> Weights:
+    """A Keras model of this network (its conv, conv and dense layers hold weights, in that order) -> canonical."""
+    conv1, conv2, dense = _weighted_layers(model)
+    return {name: np.asarray(value) for layer, prefix in ((conv1, "conv1"), (conv2, "conv2"), (dense, "dense"))
+            for name, value in zip((f"{prefix}/kernel", f"{prefix}/bias"), layer.get_weights(), strict=True)}
+
+
+def keras_import(model, weights: Weights) -> None:
+    """Set a Keras model's conv, conv and dense layers from canonical weights (Keras' own layout)."""
+    weights = check_weights(weights)
+    for layer, prefix in zip(_weighted_layers(model), ("conv1", "conv2", "dense"), strict=True):
+        layer.set_weights([weights[f"{prefix}/kernel"], weights[f"{prefix}/bias"]])
+
+
+def _weighted_layers(model) -> list:
+    layers = [layer for layer in model.layers if layer.get_weights()]
+    if len(layers) != 3:
+        raise ValueError(f"expected the conv, conv and dense layers to hold weights, found {len(layers)} layers")
+    return layers

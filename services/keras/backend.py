@@ -13,6 +13,7 @@ import tensorflow as tf
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
 from servekit.layer_tables import keras_layer_table
 from servekit.mnist import to_model_input
+from servekit.weights import Weights, initial_weights, keras_export, keras_import
 
 EVAL_BATCH = 1000
 WEIGHTS_FILE = "model.keras"
@@ -61,6 +62,8 @@ class KerasBackend:
         """``compile`` + ``fit`` with Adam and categorical cross-entropy on the shared split."""
         keras.utils.set_random_seed(config.seed)
         self.model, self._serve = self.build(), None  # initial weights from the seeded generators
+        if config.same_start:  # or the start every framework shares (servekit.weights)
+            self.import_weights(initial_weights(config.seed))
         self.model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
             loss="categorical_crossentropy",
@@ -98,6 +101,12 @@ class KerasBackend:
 
     def load(self, folder: Path) -> None:
         self.model, self._serve = keras.models.load_model(folder / WEIGHTS_FILE, compile=False), None
+
+    def export_weights(self) -> Weights:
+        return keras_export(self.model)
+
+    def import_weights(self, weights: Weights) -> None:
+        keras_import(self.model, weights)
 
     def _ensure_compiled(self) -> None:
         if not self.model.compiled:

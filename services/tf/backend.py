@@ -18,6 +18,7 @@ import tensorflow as tf
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
 from servekit.layer_tables import keras_layer_table
 from servekit.mnist import to_model_input
+from servekit.weights import Weights, check_weights, initial_weights, keras_export, keras_import
 
 EVAL_BATCH = 1000
 IMAGE_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32)
@@ -99,6 +100,8 @@ class TapeBackend:
         """Shuffled ``tf.data`` batches through a ``tf.function`` train step under ``tf.GradientTape``."""
         keras.utils.set_random_seed(config.seed)
         self.build()  # initial weights from the seeded generator: same seed, same run
+        if config.same_start:  # or the start every framework shares (servekit.weights)
+            self.import_weights(initial_weights(config.seed))
         self._serve = None
         apply_gradients = self.make_optimizer(config.learning_rate)
         variables = self.variables
@@ -186,6 +189,20 @@ class NativeBackend(TapeBackend):
         self._serve = None
         tf.train.Checkpoint(net=self.net).read(str(folder / "ckpt")).assert_existing_objects_matched()
 
+    def export_weights(self) -> Weights:
+        """The variables are already in the canonical layout (HWIO kernels, an NHWC flatten before dense)."""
+        return {name: variable.numpy() for name, variable in self._named_variables().items()}
+
+    def import_weights(self, weights: Weights) -> None:
+        weights = check_weights(weights)
+        for name, variable in self._named_variables().items():
+            variable.assign(weights[name])
+
+    def _named_variables(self) -> dict[str, tf.Variable]:
+        net = self.net
+        return {"conv1/kernel": net.conv1_w, "conv1/bias": net.conv1_b, "conv2/kernel": net.conv2_w,
+                "conv2/bias": net.conv2_b, "dense/kernel": net.dense_w, "dense/bias": net.dense_b}
+
 
 class HybridBackend(TapeBackend):
     """``tf-hybrid``: Keras layers in a ``keras.Model``, trained by the hand-written tape loop."""
@@ -229,6 +246,12 @@ class HybridBackend(TapeBackend):
         self.build()
         self._serve = None
         self.model.load_weights(folder / "model.weights.h5")
+
+    def export_weights(self) -> Weights:
+        return keras_export(self.model)
+
+    def import_weights(self, weights: Weights) -> None:
+        keras_import(self.model, weights)
 
 
 def _size(*variables: tf.Variable) -> int:
