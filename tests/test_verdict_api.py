@@ -137,3 +137,28 @@ def test_one_networks_weights_give_the_same_answers_in_every_framework(trained, 
 def test_parity_refuses_an_unknown_source(stack):
     assert API.post(stack.url + "/parity", json={"source": "no-such-model"}, timeout=30).status_code == 404
     assert API.post(stack.url + "/parity", json={}, timeout=30).status_code == 400
+
+
+def test_same_start_begins_every_framework_from_the_same_weights(trained):
+    """A run with same_start and a vanishing learning rate: every model's weights stay at the shared start."""
+    from servekit.weights import initial_weights
+
+    body = {"epochs": 1, "train_limit": 64, "batch_size": 64, "learning_rate": 1e-7, "seed": 11, "same_start": True}
+    response = API.post(trained.url + "/train", json=body, timeout=30)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    deadline = time.monotonic() + 600
+    while (run := requests.get(f"{trained.url}/runs/{run_id}", timeout=30).json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, run
+        time.sleep(1)
+    assert run["status"] == "succeeded", run
+    assert run["config"]["same_start"] is True
+    start = initial_weights(11)
+    comparison = requests.get(trained.url + "/compare", timeout=600).json()
+    for row in comparison["models"]:
+        service = trained.services[row["service"]]
+        exported = requests.get(f"{service.url}/models/{row['model']}/weights", timeout=60).json()
+        weights = np.load(io.BytesIO(base64.b64decode(exported["npz"])))
+        for name, value in start.items():
+            # One Adam step of 1e-7 moves a weight by about 1e-7: far below the spread of two random starts.
+            assert np.abs(weights[name] - value).max() < 1e-5, (row["model"], name)
