@@ -21,6 +21,7 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 
 from servekit.app import install_error_handlers
 from servekit.auth import inference, install_auth, load_auth, read_token
+from servekit.backend import TrainConfig
 from servekit.errors import ApiError, BadRequest
 from servekit.inputs import (
     TRAIN_REQUEST_FIELDS,
@@ -30,6 +31,7 @@ from servekit.inputs import (
     optional_seeds,
     predict_input,
     promotion_policy,
+    query_int,
     train_config,
 )
 from servekit.limits import Slots, install_rate_limit
@@ -53,6 +55,7 @@ from .schemas import (
     COMPARE,
     DISAGREEMENTS,
     EVALUATION_RECORD,
+    FIRST_BATCHES,
     GATEWAY_HEALTH,
     GATEWAY_PREDICT,
     PARITY_ANSWER,
@@ -275,6 +278,28 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
             result = run_parity(directory, source, limit)
         store.put("parity", uuid.uuid4().hex[:12], {**result, "created_at": time.time()}, time.time())
         return jsonify(result)
+
+    @app.get("/data/first-batch")
+    @documented(response=FIRST_BATCHES)
+    def first_batches():
+        """The first training batch each model's own pipeline yields (``?seed=``): grids and hashes side by side."""
+        seed = query_int(request.args, "seed", 0, 2**31 - 1, default=TrainConfig.seed)
+        plan = directory.resolve(None)
+
+        def ask(client: ServiceClient) -> list[dict]:
+            return [client.call("GET", f"/data/first-batch?model={m}&seed={seed}", EVALUATE_TIMEOUT_S).body
+                    for m in plan[client.name]]
+
+        answers = directory.fan_out(ask, list(plan), pool="batch")
+        batches = []
+        for service, answer in answers.items():
+            if isinstance(answer, Exception):
+                batches.extend({"model": m, "service": service, "error": str(answer)} for m in plan[service])
+                continue
+            for batch in answer:
+                png = batch.pop("png")
+                batches.append({**batch, "service": service, "image": f"data:image/png;base64,{png}"})
+        return jsonify(seed=seed, batches=batches)
 
     @app.get("/compare/disagreements")
     @documented(response=DISAGREEMENTS)

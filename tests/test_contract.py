@@ -334,6 +334,33 @@ def test_restart_loads_checkpoint_with_identical_predictions(service, digits):
     assert [p["probabilities"] for p in after["predictions"]] == [p["probabilities"] for p in before["predictions"]]
 
 
+def test_first_batch_shows_real_training_digits_of_the_models_own_pipeline(service, mnist):
+    """Each model's first training batch: real MNIST training digits, reproducible for a seed, hashed."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    train = {image.tobytes(): label for image, label in zip(mnist.train.images, mnist.train.labels, strict=True)}
+    for model in service.models:
+        first = get(service, f"/data/first-batch?model={model}&seed=7").json()
+        assert first["model"] == model and first["batch_size"] == 128 and len(first["labels"]) == 128
+        grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["png"]))))
+        assert grid.shape == (8 * 28, 16 * 28)
+        for i in range(16):  # the first row of tiles: training digits, with the labels the batch gives them
+            row, column = divmod(i, 16)
+            tile = grid[row * 28:(row + 1) * 28, column * 28:(column + 1) * 28]
+            assert train.get(tile.tobytes()) == first["labels"][i], f"{model}: tile {i} is not that training digit"
+        again = get(service, f"/data/first-batch?model={model}&seed=7").json()
+        other = get(service, f"/data/first-batch?model={model}&seed=8").json()
+        assert again["sha256"] == first["sha256"]
+        if "arrays" in first["pipeline"]:  # Keras: the arrays fit is given, in order
+            assert first["labels"] == mnist.train.labels[:128].tolist()
+        else:  # a shuffling pipeline: another seed, another batch
+            assert other["sha256"] != first["sha256"]
+    assert get(service, "/data/first-batch?seed=-1").status_code == 400
+
 def test_refused_requests_still_carry_their_request_id(service):
     """Token and media-type checks run after the request got its id: a 401 or 415 can be traced too."""
     refused = requests.post(service.url + "/train", json={}, headers={"X-Request-ID": "trace-me-1"}, timeout=30)

@@ -149,6 +149,12 @@ def test_compare_table_and_chart(page, stack):
         "() => [...document.querySelectorAll('#gallery figure img')].some(i => i.naturalWidth === 28)", timeout=60_000)
     first = page.locator("#gallery figure").first
     assert first.locator("li").count() == 5 and first.locator("li.wrong").count() >= 1
+    # The first batch of each model's own pipeline, as images with their hashes.
+    page.click("#show-batches")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#pipelines figure img')].filter(i => i.naturalWidth > 0).length === 5",
+        timeout=120_000)
+    assert "sha256" in page.locator("#pipelines").inner_text()
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
 
 

@@ -386,3 +386,12 @@ api("/runs?limit=1").then((body) => {
   const run = body.runs[0];
   if (run && (run.status === "running" || run.status === "queued")) { $("#train").disabled = true; followRun(run.run_id); }
 }).catch(() => {});
+
+// ---- the data each pipeline feeds ----
+$("#show-batches").addEventListener("click", async () => {
+  let found;
+  try { found = await api("/data/first-batch"); } catch (error) { $("#pipelines").textContent = error.message; return; }
+  $("#pipelines").replaceChildren(...found.batches.map((b) => el("figure", { class: "pipeline", "data-model": b.model },
+    b.image ? el("img", { src: b.image, alt: `first training batch of ${b.model}` }) : el("span", { text: b.error || "?" }),
+    el("figcaption", { text: `${b.model}: ${b.pipeline || ""} · sha256 ${(b.sha256 || "").slice(0, 12)}` }))));
+});

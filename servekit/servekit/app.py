@@ -14,16 +14,18 @@ Every role answers /health, /models, /models/<name>/versions, /metrics and
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
+import numpy as np
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from .auth import inference, install_auth, load_auth
-from .backend import Backend, FrameworkInfo
+from .backend import Backend, FrameworkInfo, TrainConfig
 from .errors import ApiError, Conflict
-from .images import png_base64
+from .images import grid_png_base64, png_base64
 from .inference_protocol import inference_protocol_blueprint
 from .inputs import (
     TRAIN_REQUEST_FIELDS,
@@ -34,6 +36,7 @@ from .inputs import (
     optional_str,
     predict_input,
     promotion_policy,
+    query_int,
     train_config,
 )
 from .limits import Slots, install_rate_limit
@@ -45,6 +48,7 @@ from .parity import parity_blueprint
 from .schemas import (
     EVALUATE,
     EVALUATE_REQUEST,
+    FIRST_BATCH,
     HEALTH,
     JOB,
     JOBS,
@@ -218,6 +222,19 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
         test = service.require_data().test
         return jsonify(images=[{"index": i, "label": int(test.labels[i]), "png": png_base64(test.images[i])}
                                for i in indices])
+
+    @app.get("/data/first-batch")
+    @documented(response=FIRST_BATCH)
+    def first_batch():
+        """The first training batch the model's own pipeline yields (``?model=``, ``?seed=``), as a grid and a hash."""
+        served = service.select(request.args.get("model") or next(iter(service.models)))[0]
+        seed = query_int(request.args, "seed", 0, 2**31 - 1, default=TrainConfig.seed)
+        config = TrainConfig(seed=seed)
+        images, labels, pipeline = served.backend_class().first_batch(service.training_data(), config)
+        images = np.ascontiguousarray(images, dtype="<f4")
+        return jsonify(model=served.name, framework=served.framework, pipeline=pipeline, seed=seed,
+                       batch_size=config.batch_size, shape=list(images.shape), labels=np.asarray(labels).tolist(),
+                       sha256=hashlib.sha256(images.tobytes()).hexdigest(), png=grid_png_base64(images))
 
     @app.get("/openapi.json")
     def openapi():

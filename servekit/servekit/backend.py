@@ -119,6 +119,11 @@ class Backend(Protocol):
         """Read weights written by ``save``."""
         ...
 
+    def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+        """The first batch this model's own input pipeline yields for ``config`` (its seed and batch size):
+        float32 images (N, 28, 28) in 0..1, their labels, and the pipeline's name."""
+        ...
+
     def export_weights(self) -> dict[str, np.ndarray]:
         """The network's weights in the framework-neutral layout of ``servekit.weights``."""
         ...

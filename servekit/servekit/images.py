@@ -181,3 +181,14 @@ def png_base64(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def grid_png_base64(images: np.ndarray, columns: int = 16) -> str:
+    """Float (N, 28, 28) images in 0..1 tiled into rows of ``columns``, as base64 PNG text."""
+    count = len(images)
+    rows = -(-count // columns)
+    canvas = np.zeros((rows * 28, columns * 28), np.uint8)
+    for i, image in enumerate(np.clip(images, 0, 1)):
+        row, column = divmod(i, columns)
+        canvas[row * 28:(row + 1) * 28, column * 28:(column + 1) * 28] = np.round(image * 255).astype(np.uint8)
+    return png_base64(canvas)

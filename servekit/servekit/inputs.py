@@ -102,6 +102,16 @@ def index_list(text: str, size: int, most: int) -> list[int]:
     return list(dict.fromkeys(indices))
 
 
+def query_int(args, name: str, minimum: int, maximum: int, default: int) -> int:
+    """An integer query parameter within [minimum, maximum]; ``default`` when absent; 400 when malformed."""
+    text = args.get(name)
+    if text is None:
+        return default
+    if not (text.isdecimal() and minimum <= int(text) <= maximum):
+        raise BadRequest(f"'{name}' must be a whole number between {minimum} and {maximum}")
+    return int(text)
+
+
 def optional_bool(body: dict, name: str) -> bool:
     """An optional boolean field (false when absent); 400 for anything but true or false."""
     value = body.get(name, False)

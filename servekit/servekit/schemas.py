@@ -145,6 +145,10 @@ ROUTES = {
     "test_images": Route(query={"indices": {"required": True, "schema": INDICES}},
                          errors={400: "indices missing, malformed, too many or out of range",
                                  503: "MNIST could not be loaded"}),
+    "first_batch": Route(query={"model": {"schema": MODEL_NAME},
+                                "seed": {"schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}}},
+                         errors={400: "'seed' is not a whole number in range", **UNKNOWN_MODEL,
+                                 503: "MNIST could not be loaded"}),
     "refused": Route(status=None, errors={409: "not on this role: the message says where to go"}),
     "server_metadata": Route(response=SERVER_METADATA),
     "live": Route(response=obj({"live": BOOLEAN})),
@@ -161,3 +165,5 @@ WEIGHTS = obj({"model": STRING, "version": NULLABLE_INTEGER, "framework": STRING
 PARITY_REQUEST = strict({"weights": {"type": "string", "format": "byte", "minLength": 1}}, {"limit": EVALUATE_LIMIT})
 PARITY = obj({"images": INTEGER, "labels": array_of(INTEGER),
               "results": array_of(obj({"model": STRING, "framework": STRING, "probabilities": STRING}))})
+FIRST_BATCH = obj({"model": STRING, "framework": STRING, "pipeline": STRING, "seed": INTEGER, "batch_size": INTEGER,
+                   "shape": array_of(INTEGER), "labels": array_of(INTEGER), "sha256": STRING, "png": STRING})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .backend import Backend, FrameworkInfo
+from .backend import Backend, FrameworkInfo, TrainingData
 from .errors import NotFound, NotReady
 from .mnist import MnistData, MnistUnavailable, load_mnist
 from .models import ServedModel
@@ -40,6 +40,11 @@ class ModelService:
         if name not in self.models:
             raise NotFound(f"unknown model {name!r}; this service has {', '.join(self.models)}")
         return [self.models[name]]
+
+    def training_data(self, train_limit: int | None = None) -> TrainingData:
+        """What a backend trains on: the (limited) train split and the validation split; 503 without MNIST."""
+        data = self.require_data()
+        return TrainingData(data.train.head(train_limit), data.validation, data.folder)
 
     def require_data(self) -> MnistData:
         """The loaded MNIST data; NotReady (503) when it could not be loaded."""

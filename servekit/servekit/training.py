@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from .backend import TrainConfig, TrainingData
+from .backend import TrainConfig
 from .jobs import JobCancelled, JobRunner, TrainingJob, progress_of
 from .mnist import to_model_input
 from .models import ServedModel
@@ -74,7 +74,7 @@ class Trainer:
         job.check_cancelled()
         job.begin_model(served.name)
         candidate = served.backend_class()  # a fresh network; the served one keeps answering
-        training_data = TrainingData(data.train.head(config.train_limit), data.validation, data.folder)
+        training_data = self.service.training_data(config.train_limit)
         started = time.perf_counter()
         history = candidate.train(training_data, config, progress_of(job))
         train_seconds = time.perf_counter() - started

@@ -79,6 +79,11 @@ class KerasBackend:
         )
         return callback.records
 
+    def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+        """The arrays ``fit`` is given, first ``batch_size`` of them (``fit`` then shuffles them itself)."""
+        images = to_model_input(data.train.images[: config.batch_size])[..., 0]
+        return images, data.train.labels[: config.batch_size], "Keras arrays (as given to fit, before its shuffle)"
+
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Metrics:
         """Keras' own ``evaluate`` on the given images and labels."""
         self._ensure_compiled()

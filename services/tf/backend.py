@@ -115,12 +115,7 @@ class TapeBackend:
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), labels), tf.float32))
             return loss, correct
 
-        dataset = (
-            tf.data.Dataset.from_tensor_slices((to_model_input(data.train.images), data.train.labels.astype(np.int64)))
-            .shuffle(len(data.train), seed=config.seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        dataset = training_dataset(data, config)
         steps = -(-len(data.train) // config.batch_size)
         x_val, y_val = to_model_input(data.validation.images), data.validation.labels
         history = []
@@ -140,6 +135,12 @@ class TapeBackend:
             history.append(record)
         return history
 
+    def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+        """The first batch of the training ``tf.data`` pipeline for this seed: what the first step trains on."""
+        keras.utils.set_random_seed(config.seed)  # as train() does: the shuffle also follows the global seed
+        images, labels = next(iter(training_dataset(data, config)))
+        return images.numpy()[..., 0], labels.numpy(), "tf.data (from_tensor_slices, shuffle, batch)"
+
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Metrics:
         """Mean cross-entropy and accuracy, in batches, without dropout."""
         loss_sum, correct = 0.0, 0
@@ -157,6 +158,16 @@ class TapeBackend:
             self._serve = tf.function(lambda images: tf.nn.softmax(self.logits(images, training=False)),
                                       input_signature=[IMAGE_SPEC])
         return self._serve(tf.convert_to_tensor(x, tf.float32)).numpy()
+
+
+def training_dataset(data: TrainingData, config: TrainConfig) -> tf.data.Dataset:
+    """The training batches: shuffled anew every epoch from the run's seed, batched, prefetched."""
+    return (
+        tf.data.Dataset.from_tensor_slices((to_model_input(data.train.images), data.train.labels.astype(np.int64)))
+        .shuffle(len(data.train), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 class NativeBackend(TapeBackend):

@@ -91,10 +91,15 @@ class TorchBackend:
         self.net.to(memory_format=torch.contiguous_format)  # served as a loaded network is: the same numbers
         return history
 
+    def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+        """The first batch of the training loader for this seed: what the first step trains on."""
+        train_set, _ = _torchvision_splits(data)
+        images, labels = next(iter(_shuffled_loader(train_set, config)))
+        return images.squeeze(1).numpy(), labels.numpy(), "torchvision MNIST + DataLoader (RandomSampler)"
+
     def _train(self, data: TrainingData, config: TrainConfig, progress: Progress) -> list[EpochRecord]:
         train_set, val_set = _torchvision_splits(data)
-        generator = torch.Generator().manual_seed(config.seed)
-        loader = _batch_loader(train_set, RandomSampler(train_set, generator=generator), config.batch_size, generator)
+        loader = _shuffled_loader(train_set, config)
         val_loader = _batch_loader(val_set, SequentialSampler(val_set), EVAL_BATCH)
         # Fused Adam: one kernel over all parameters instead of a dozen small ops per parameter per step.
         optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate, fused=True)
@@ -195,6 +200,12 @@ def _torchvision_splits(data: TrainingData) -> tuple[TensorDataset, TensorDatase
         return TensorDataset(full.data[start:stop].unsqueeze(1).float().div(255), full.targets[start:stop])
 
     return split(0, len(data.train)), split(TRAIN_SIZE, TRAIN_SIZE + len(data.validation))
+
+
+def _shuffled_loader(dataset: TensorDataset, config: TrainConfig) -> DataLoader:
+    """The training batches: reshuffled every epoch by a generator seeded with the run's seed."""
+    generator = torch.Generator().manual_seed(config.seed)
+    return _batch_loader(dataset, RandomSampler(dataset, generator=generator), config.batch_size, generator)
 
 
 def _batch_loader(dataset: TensorDataset, sampler, batch_size: int, generator: torch.Generator | None = None):
