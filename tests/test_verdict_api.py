@@ -24,16 +24,21 @@ MODELS = 5
 @pytest.fixture(scope="module")
 def trained(stack):
     """The stack after a run over three seeds."""
-    response = API.post(stack.url + "/train", json={"epochs": 1, "train_limit": 1500, "seeds": SEEDS}, timeout=30)
+    stack.state["run"] = run_to_the_end(stack, {"epochs": 1, "train_limit": 1500, "seeds": SEEDS})
+    return stack
+
+
+def run_to_the_end(stack, body: dict, timeout: float = 900) -> dict:
+    """Start a run through the gateway and wait for it to succeed; its final status."""
+    response = API.post(stack.url + "/train", json=body, timeout=30)
     assert response.status_code == 202, response.text
     run_id = response.json()["run_id"]
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + timeout
     while (run := requests.get(f"{stack.url}/runs/{run_id}", timeout=30).json())["status"] in ("queued", "running"):
         assert time.monotonic() < deadline, run
         time.sleep(1)
     assert run["status"] == "succeeded", run
-    stack.state["run"] = run
-    return stack
+    return run
 
 
 def test_every_model_trained_once_per_seed(trained):
@@ -144,14 +149,7 @@ def test_same_start_begins_every_framework_from_the_same_weights(trained):
     from servekit.weights import initial_weights
 
     body = {"epochs": 1, "train_limit": 64, "batch_size": 64, "learning_rate": 1e-7, "seed": 11, "same_start": True}
-    response = API.post(trained.url + "/train", json=body, timeout=30)
-    assert response.status_code == 202, response.text
-    run_id = response.json()["run_id"]
-    deadline = time.monotonic() + 600
-    while (run := requests.get(f"{trained.url}/runs/{run_id}", timeout=30).json())["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, run
-        time.sleep(1)
-    assert run["status"] == "succeeded", run
+    run = run_to_the_end(trained, body, timeout=600)
     assert run["config"]["same_start"] is True
     start = initial_weights(11)
     comparison = requests.get(trained.url + "/compare", timeout=600).json()
