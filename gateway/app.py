@@ -31,6 +31,7 @@ from servekit.inputs import (
     optional_seeds,
     predict_input,
     promotion_policy,
+    query_bool,
     query_int,
     train_config,
 )
@@ -282,13 +283,15 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @app.get("/data/first-batch")
     @documented(response=FIRST_BATCHES)
     def first_batches():
-        """The first training batch each model's own pipeline yields (``?seed=``): grids and hashes side by side."""
+        """The first training batch each model's own pipeline yields (``?seed=``, ``?same_start=``): grids and
+        hashes side by side."""
         seed = query_int(request.args, "seed", 0, 2**31 - 1, default=TrainConfig.seed)
+        same_start = "true" if query_bool(request.args, "same_start") else "false"
         plan = directory.resolve(None)
 
         def ask(client: ServiceClient) -> list[dict]:
-            return [client.call("GET", f"/data/first-batch?model={m}&seed={seed}", EVALUATE_TIMEOUT_S).body
-                    for m in plan[client.name]]
+            path = f"/data/first-batch?seed={seed}&same_start={same_start}&model="
+            return [client.call("GET", path + m, EVALUATE_TIMEOUT_S).body for m in plan[client.name]]
 
         answers = directory.fan_out(ask, list(plan), pool="batch")
         batches = []
@@ -299,7 +302,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
             for batch in answer:
                 png = batch.pop("png")
                 batches.append({**batch, "service": service, "image": f"data:image/png;base64,{png}"})
-        return jsonify(seed=seed, batches=batches)
+        return jsonify(seed=seed, same_start=same_start == "true", batches=batches)
 
     @app.get("/compare/disagreements")
     @documented(response=DISAGREEMENTS)

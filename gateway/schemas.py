@@ -99,8 +99,10 @@ ROUTES = {
     "cancel_run": Route(errors={409: "the run has already finished"}),
     "compare_disagreements": Route(query={"limit": {"schema": {"type": "integer", "minimum": 1, "maximum": 100}}},
                                    errors={400: "'limit' is not a whole number from 1 to 100"}),
-    "first_batches": Route(query={"seed": {"schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}}},
-                           errors={400: "'seed' is not a whole number in range", **MODELS_UNKNOWN_YET}),
+    "first_batches": Route(query={"seed": {"schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                                  "same_start": {"schema": {"type": "string", "enum": ["true", "false"]}}},
+                           errors={400: "'seed' out of range, or 'same_start' not true or false",
+                                   **MODELS_UNKNOWN_YET}),
     "model_versions": Route(errors=SERVICE_ANSWER),
     "promote_version": Route(errors={**SERVICE_ANSWER, 409: "its trainer refused (not a trainer)"}),
     "evaluate": Route(errors={**UNKNOWN_MODELS, 429: "evaluations are already running; see Retry-After",
@@ -116,6 +118,7 @@ PARITY_TARGET = obj({"model": STRING, "framework": STRING, "max_abs_diff": NUMBE
                      "accuracy": NUMBER})
 PARITY_ANSWER = obj({"source": STRING, "images": INTEGER, "max_abs_diff": NUMBER, "within_tolerance": BOOLEAN,
                      "targets": array_of(PARITY_TARGET)}, {"source_version": nullable(INTEGER), "tolerance": NUMBER})
-FIRST_BATCHES = obj({"seed": INTEGER, "batches": array_of(obj({"model": STRING, "service": STRING}, {
+FIRST_BATCH_ENTRY = obj({"model": STRING, "service": STRING}, {
     "framework": STRING, "pipeline": STRING, "sha256": STRING, "labels": array_of(INTEGER),
-    "image": STRING, "error": STRING}))})
+    "image": STRING, "error": STRING})
+FIRST_BATCHES = obj({"seed": INTEGER, "same_start": BOOLEAN, "batches": array_of(FIRST_BATCH_ENTRY)})

@@ -36,6 +36,7 @@ from .inputs import (
     optional_str,
     predict_input,
     promotion_policy,
+    query_bool,
     query_int,
     train_config,
 )
@@ -226,10 +227,11 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
     @app.get("/data/first-batch")
     @documented(response=FIRST_BATCH)
     def first_batch():
-        """The first training batch the model's own pipeline yields (``?model=``, ``?seed=``), as a grid and a hash."""
+        """The first training batch the model's own pipeline yields (``?model=``, ``?seed=``, ``?same_start=``),
+        as a grid and a hash."""
         served = service.select(request.args.get("model") or next(iter(service.models)))[0]
         seed = query_int(request.args, "seed", 0, 2**31 - 1, default=TrainConfig.seed)
-        config = TrainConfig(seed=seed)
+        config = TrainConfig(seed=seed, same_start=query_bool(request.args, "same_start"))
         images, labels, pipeline = served.backend_class().first_batch(service.training_data(), config)
         images = np.ascontiguousarray(images, dtype="<f4")
         return jsonify(model=served.name, framework=served.framework, pipeline=pipeline, seed=seed,

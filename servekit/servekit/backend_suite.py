@@ -17,6 +17,7 @@ import pytest
 
 from .backend import TrainConfig, TrainingData
 from .mnist import load_mnist, to_model_input
+from .weights import initial_weights, shared_order
 
 TRAIN_LIMIT = 2000
 CONFIG = TrainConfig(epochs=1, train_limit=TRAIN_LIMIT)
@@ -108,3 +109,21 @@ class BackendSuite:
         loaded = self.backend_class()
         loaded.load(tmp_path)
         assert np.allclose(loaded.predict(x), trained[0].predict(x), atol=1e-6)
+
+    def test_weights_round_trip_through_the_neutral_layout(self, trained, x):
+        """Export, import into a fresh instance: the same predictions; and an import is read back exactly."""
+        exported = trained[0].export_weights()
+        fresh = self.backend_class()
+        fresh.import_weights(exported)
+        assert np.allclose(fresh.predict(x), trained[0].predict(x), atol=1e-6)
+        start = initial_weights(5)
+        fresh.import_weights(start)
+        assert all(np.array_equal(fresh.export_weights()[name], start[name]) for name in start)
+
+    def test_same_start_pipeline_follows_the_shared_order(self, training_data):
+        """Under same_start the first batch is the shared order's first rows, whatever the framework."""
+        config = TrainConfig(seed=3, same_start=True)
+        images, labels, _ = self.backend_class().first_batch(training_data, config)
+        rows = shared_order(3, 0, len(training_data.train))[: config.batch_size]
+        assert np.array_equal(labels, training_data.train.labels[rows])
+        assert np.allclose(images, training_data.train.images[rows] / 255.0, atol=1e-6)

@@ -112,6 +112,14 @@ def query_int(args, name: str, minimum: int, maximum: int, default: int) -> int:
     return int(text)
 
 
+def query_bool(args, name: str) -> bool:
+    """A true/false query parameter (false when absent); 400 for anything else."""
+    text = args.get(name, "false")
+    if text not in ("true", "false"):
+        raise BadRequest(f"'{name}' must be true or false")
+    return text == "true"
+
+
 def optional_bool(body: dict, name: str) -> bool:
     """An optional boolean field (false when absent); 400 for anything but true or false."""
     value = body.get(name, False)

@@ -109,3 +109,8 @@ def _weighted_layers(model) -> list:
     if len(layers) != 3:
         raise ValueError(f"expected the conv, conv and dense layers to hold weights, found {len(layers)} layers")
     return layers
+
+
+def shared_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """Under ``same_start``: the order every framework visits the ``count`` training images in, per epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(count)

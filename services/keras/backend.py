@@ -13,7 +13,7 @@ import tensorflow as tf
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
 from servekit.layer_tables import keras_layer_table
 from servekit.mnist import to_model_input
-from servekit.weights import Weights, initial_weights, keras_export, keras_import
+from servekit.weights import Weights, initial_weights, keras_export, keras_import, shared_order
 
 EVAL_BATCH = 1000
 WEIGHTS_FILE = "model.keras"
@@ -41,6 +41,27 @@ class ProgressCallback(keras.callbacks.Callback):
         )
         self.records.append(record)
         self.progress.end_epoch(record)
+
+
+class SharedOrderBatches(keras.utils.PyDataset):
+    """Batches in ``servekit.weights.shared_order``, a new order each epoch: what every framework trains on
+    under ``same_start``."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, 0
+        self.order = shared_order(seed, 0, len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size: (index + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = shared_order(self.seed, self.epoch, len(self.x))
 
 
 class KerasBackend:
@@ -72,15 +93,21 @@ class KerasBackend:
         steps = -(-len(data.train) // config.batch_size)
         callback = ProgressCallback(progress, steps)
         validation = (to_model_input(data.validation.images), keras.utils.to_categorical(data.validation.labels, 10))
-        self.model.fit(
-            to_model_input(data.train.images), keras.utils.to_categorical(data.train.labels, 10),
-            batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
-            validation_data=validation, callbacks=[callback],
-        )
+        x, y = to_model_input(data.train.images), keras.utils.to_categorical(data.train.labels, 10)
+        if config.same_start:  # the batches every framework trains on, in the shared order
+            inputs = {"x": SharedOrderBatches(x, y, config.batch_size, config.seed)}
+        else:
+            inputs = {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": True}
+        self.model.fit(**inputs, epochs=config.epochs, verbose=0, validation_data=validation, callbacks=[callback])
         return callback.records
 
     def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
-        """The arrays ``fit`` is given, first ``batch_size`` of them (``fit`` then shuffles them itself)."""
+        """The arrays ``fit`` is given, first ``batch_size`` of them (``fit`` then shuffles them itself); under
+        ``same_start``, the first batch of the shared order."""
+        if config.same_start:
+            images, labels = SharedOrderBatches(to_model_input(data.train.images), data.train.labels,
+                                                config.batch_size, config.seed)[0]
+            return images[..., 0], labels, "Keras PyDataset in the shared order (same_start)"
         images = to_model_input(data.train.images[: config.batch_size])[..., 0]
         return images, data.train.labels[: config.batch_size], "Keras arrays (as given to fit, before its shuffle)"
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
 from servekit.layer_tables import keras_layer_table
 from servekit.mnist import to_model_input
-from servekit.weights import Weights, check_weights, initial_weights, keras_export, keras_import
+from servekit.weights import Weights, check_weights, initial_weights, keras_export, keras_import, shared_order
 
 EVAL_BATCH = 1000
 IMAGE_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32)
@@ -123,7 +123,8 @@ class TapeBackend:
             progress.begin_epoch(epoch, steps)
             started = time.perf_counter()
             loss_sum, correct_sum, seen = 0.0, 0.0, 0
-            for step, (images, labels) in enumerate(dataset, start=1):
+            batches = training_dataset(data, config, epoch - 1) if config.same_start else dataset
+            for step, (images, labels) in enumerate(batches, start=1):
                 loss, correct = train_step(images, labels)
                 count = int(labels.shape[0])
                 loss_sum, correct_sum, seen = loss_sum + float(loss) * count, correct_sum + float(correct), seen + count
@@ -139,7 +140,8 @@ class TapeBackend:
         """The first batch of the training ``tf.data`` pipeline for this seed: what the first step trains on."""
         keras.utils.set_random_seed(config.seed)  # as train() does: the shuffle also follows the global seed
         images, labels = next(iter(training_dataset(data, config)))
-        return images.numpy()[..., 0], labels.numpy(), "tf.data (from_tensor_slices, shuffle, batch)"
+        order = "the shared order" if config.same_start else "shuffle"
+        return images.numpy()[..., 0], labels.numpy(), f"tf.data (from_tensor_slices, {order}, batch)"
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Metrics:
         """Mean cross-entropy and accuracy, in batches, without dropout."""
@@ -160,14 +162,17 @@ class TapeBackend:
         return self._serve(tf.convert_to_tensor(x, tf.float32)).numpy()
 
 
-def training_dataset(data: TrainingData, config: TrainConfig) -> tf.data.Dataset:
-    """The training batches: shuffled anew every epoch from the run's seed, batched, prefetched."""
-    return (
-        tf.data.Dataset.from_tensor_slices((to_model_input(data.train.images), data.train.labels.astype(np.int64)))
-        .shuffle(len(data.train), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+def training_dataset(data: TrainingData, config: TrainConfig, epoch: int = 0) -> tf.data.Dataset:
+    """The training batches: shuffled anew every epoch from the run's seed, batched, prefetched. Under
+    ``same_start``, epoch ``epoch`` of the order every framework shares instead (a dataset per epoch)."""
+    images, labels = to_model_input(data.train.images), data.train.labels.astype(np.int64)
+    if config.same_start:
+        order = shared_order(config.seed, epoch, len(images))
+        dataset = tf.data.Dataset.from_tensor_slices((images[order], labels[order]))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(
+            len(images), seed=config.seed, reshuffle_each_iteration=True)
+    return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 class NativeBackend(TapeBackend):

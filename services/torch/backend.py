@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, TensorDataset
 from torchvision import datasets
 
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
@@ -22,6 +22,7 @@ from servekit.weights import (
     Weights,
     check_weights,
     initial_weights,
+    shared_order,
     torch_dense_from_canonical,
     torch_dense_to_canonical,
 )
@@ -95,7 +96,8 @@ class TorchBackend:
         """The first batch of the training loader for this seed: what the first step trains on."""
         train_set, _ = _torchvision_splits(data)
         images, labels = next(iter(_shuffled_loader(train_set, config)))
-        return images.squeeze(1).numpy(), labels.numpy(), "torchvision MNIST + DataLoader (RandomSampler)"
+        sampler = "the shared order" if config.same_start else "RandomSampler"
+        return images.squeeze(1).numpy(), labels.numpy(), f"torchvision MNIST + DataLoader ({sampler})"
 
     def _train(self, data: TrainingData, config: TrainConfig, progress: Progress) -> list[EpochRecord]:
         train_set, val_set = _torchvision_splits(data)
@@ -203,9 +205,27 @@ def _torchvision_splits(data: TrainingData) -> tuple[TensorDataset, TensorDatase
 
 
 def _shuffled_loader(dataset: TensorDataset, config: TrainConfig) -> DataLoader:
-    """The training batches: reshuffled every epoch by a generator seeded with the run's seed."""
+    """The training batches: reshuffled every epoch by a generator seeded with the run's seed, or under
+    ``same_start`` in the order every framework shares."""
     generator = torch.Generator().manual_seed(config.seed)
-    return _batch_loader(dataset, RandomSampler(dataset, generator=generator), config.batch_size, generator)
+    sampler = (SharedOrderSampler(len(dataset), config.seed) if config.same_start
+               else RandomSampler(dataset, generator=generator))
+    return _batch_loader(dataset, sampler, config.batch_size, generator)
+
+
+class SharedOrderSampler(Sampler[int]):
+    """``servekit.weights.shared_order``, a new order each epoch (each pass over the sampler)."""
+
+    def __init__(self, count: int, seed: int):
+        self.count, self.seed, self.epoch = count, seed, 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        order = shared_order(self.seed, self.epoch, self.count)
+        self.epoch += 1
+        return iter(order.tolist())
 
 
 def _batch_loader(dataset: TensorDataset, sampler, batch_size: int, generator: torch.Generator | None = None):
