@@ -3,14 +3,18 @@
 
 Every model runs in its own subprocess with its service's virtualenv (TensorFlow and PyTorch never share a
 process), one after the other (never in parallel), with the default TrainConfig (batch 128, Adam 1e-3, seed 42)
-on the full 54,000-image training split and the thread counts the services set in production (servekit's
-Settings: INTRA_OP_THREADS, else the CPU limit per worker; INTER_OP_THREADS, else 1). The first epoch is
-warm-up (tracing, allocator, caches); the steady figure is the mean of the others. An epoch is timed as the
-backend reports it, from ``begin_epoch`` to ``end_epoch`` (the validation pass included, in every framework);
-``train s`` is the part up to the epoch's last step.
+on the full 54,000-image training split, and with the thread settings of the services in production: servekit's
+Settings (INTRA_OP_THREADS, else the CPU limit per worker; INTER_OP_THREADS, else 1), set as each app.py sets
+them, and the environment of servekit.gunicorn_settings (OMP_WAIT_POLICY). The first epoch is warm-up (tracing,
+allocator, caches); the steady figure is the mean of the others. An epoch is timed as the backend reports it,
+from ``begin_epoch`` to ``end_epoch`` (the validation pass included, in every framework); ``train s`` is the part
+up to the epoch's last step. ``others`` is the CPU other processes used meanwhile, in cores: on a shared machine
+a figure with others well above 0 is disturbed. ``--repeat N`` trains every model N times, in alternating order,
+and reports the best run (and the median); ``--quiet-below`` waits for a quiet machine before each model;
+``--source DIR`` times other backend files (DIR/<service>/backend.py), e.g. a copy of the code before a change.
 
     .venvs/dev/bin/python scripts/bench_training.py [--models torch,tf-native] [--epochs 3] [--train-limit N]
-        [--out bench.json]
+        [--repeat N] [--quiet-below 0.3] [--out bench.json]
 
 The figures of one run are comparable with each other; across runs (and on a shared machine) compare ratios.
 """
@@ -194,6 +198,16 @@ def summarize(result: dict) -> dict:
     return result
 
 
+def combine(runs: list[dict]) -> dict:
+    """One model's runs: the best (least disturbed) steady figure, the median, and the run the best came from."""
+    best = min(runs, key=lambda r: r["steady_s_per_epoch"])
+    values = sorted(r["steady_s_per_epoch"] for r in runs)
+    middle = len(values) // 2
+    median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    return {**best, "median_s_per_epoch": median, "all_s_per_epoch": [r["steady_s_per_epoch"] for r in runs],
+            "runs": runs}
+
+
 def load_average() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -214,6 +228,8 @@ def main() -> int:
     parser.add_argument("--quiet-below", type=float, default=None, metavar="CORES",
                         help="before each model, wait until other work uses fewer cores than this (shared machines)")
     parser.add_argument("--quiet-timeout", type=float, default=600.0, help="longest wait for --quiet-below (s)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="train every model this many times (rounds alternate the order); report the best run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -227,39 +243,51 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     args.source, args.mnist_dir = args.source.resolve(), args.mnist_dir.resolve()
-    run = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "epochs": args.epochs,
+    run = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "epochs": args.epochs, "repeat": args.repeat,
            "train_limit": args.train_limit, "host": platform.node(), "cpus": os.cpu_count(),
            "load_before": load_average(), "models": {}}
-    for model in models:
-        if args.quiet_below is not None:
-            wait_for_quiet(args.quiet_below, args.quiet_timeout)
-        print(f"{model}: training {args.epochs} epoch(s)... (load {load_average()})", file=sys.stderr, flush=True)
-        result = summarize(run_model(model, args))
-        result["load_after"] = load_average()
-        run["models"][model] = result
-        print(f"{model}: " + ", ".join(f"{e['seconds']:.2f}" for e in result["epochs"]) + " s/epoch (validation "
-              + ", ".join(f"{e['seconds'] - e['train_seconds']:.2f}" for e in result["epochs"]) + " s; page faults "
-              + ", ".join(f"{e['minor_faults']}+{e['major_faults']} major" for e in result["epochs"]) + ")",
-              file=sys.stderr, flush=True)
+    runs: dict[str, list[dict]] = {model: [] for model in models}
+    for round_ in range(args.repeat):
+        # Every other round in reverse order, so that a drifting machine favours no model (A B C, C B A, ...).
+        for model in models if round_ % 2 == 0 else models[::-1]:
+            if args.quiet_below is not None:
+                wait_for_quiet(args.quiet_below, args.quiet_timeout)
+            print(f"{model}: training {args.epochs} epoch(s)... (load {load_average()})", file=sys.stderr, flush=True)
+            result = summarize(run_model(model, args))
+            result["load_after"] = load_average()
+            runs[model].append(result)
+            print(f"{model}: " + ", ".join(f"{e['seconds']:.2f}" for e in result["epochs"]) + " s/epoch (validation "
+                  + ", ".join(f"{e['seconds'] - e['train_seconds']:.2f}" for e in result["epochs"]) + " s; page faults "
+                  + ", ".join(f"{e['minor_faults']}+{e['major_faults']} major" for e in result["epochs"])
+                  + f"; others {result.get('other_cpu_cores', float('nan')):.2f} cores)", file=sys.stderr, flush=True)
+    run["models"] = {model: combine(runs[model]) for model in models}
     run["load_after"] = load_average()
 
     fastest = min(r["steady_s_per_epoch"] for r in run["models"].values())
+    fastest_median = min(r["median_s_per_epoch"] for r in run["models"].values())
     for result in run["models"].values():
         result["ratio_to_fastest"] = result["steady_s_per_epoch"] / fastest
+        result["median_ratio_to_fastest"] = result["median_s_per_epoch"] / fastest_median
     header = (f"{'model':<18} {'s/epoch':>8} {'ratio':>6} {'train s':>8} {'warm-up s':>9} {'val acc':>8} "
               f"{'test acc':>8} {'others':>6}")
+    if args.repeat > 1:
+        header += f" {'median':>7} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for model, r in run["models"].items():
-        print(f"{model:<18} {r['steady_s_per_epoch']:>8.2f} {r['ratio_to_fastest']:>6.2f} "
-              f"{r['steady_train_s_per_epoch']:>8.2f} {r['warmup_s']:>9.2f} "
-              f"{r['epochs'][-1]['record']['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} "
-              f"{r.get('other_cpu_cores', float('nan')):>6.2f}")
+        line = (f"{model:<18} {r['steady_s_per_epoch']:>8.2f} {r['ratio_to_fastest']:>6.2f} "
+                f"{r['steady_train_s_per_epoch']:>8.2f} {r['warmup_s']:>9.2f} "
+                f"{r['epochs'][-1]['record']['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} "
+                f"{r.get('other_cpu_cores', float('nan')):>6.2f}")
+        if args.repeat > 1:
+            line += f" {r['median_s_per_epoch']:>7.2f} {r['median_ratio_to_fastest']:>6.2f}"
+        print(line)
     threads = {(r["threads"]["intra_op"], r["threads"]["inter_op"], r["threads"]["OMP_WAIT_POLICY"])
                for r in run["models"].values()}
     print(f"threads (intra, inter, OMP_WAIT_POLICY): {', '.join(map(str, sorted(threads)))}; "
           f"load average before {run['load_before']}, after {run['load_after']}")
-    print("others: cores busy with other processes during the model's run (a disturbed figure: rerun it)")
+    print("others: cores busy with other processes during the model's run (a disturbed figure: rerun it)"
+          + (f"; s/epoch is the best of {args.repeat} runs, median the median" if args.repeat > 1 else ""))
     if args.out:
         args.out.write_text(json.dumps(run, indent=2) + "\n")
     return 0

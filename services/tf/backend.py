@@ -172,7 +172,12 @@ def training_dataset(data: TrainingData, config: TrainConfig, epoch: int = 0) ->
     else:
         dataset = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(
             len(images), seed=config.seed, reshuffle_each_iteration=True)
-    return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+    # No autotuning model: deleting an iterator waits for its model thread's next wake-up (seconds, doubling with
+    # the iterator's age), and the loop deletes one every epoch; an in-memory pipeline has nothing for it to tune.
+    # (The prefetch buffer still adapts, by the prefetch op's own autotuner.)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 class NativeBackend(TapeBackend):
