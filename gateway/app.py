@@ -286,11 +286,11 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         """The first training batch each model's own pipeline yields (``?seed=``, ``?same_start=``): grids and
         hashes side by side."""
         seed = query_int(request.args, "seed", 0, 2**31 - 1, default=TrainConfig.seed)
-        same_start = "true" if query_bool(request.args, "same_start") else "false"
+        same_start = query_bool(request.args, "same_start")
         plan = directory.resolve(None)
 
         def ask(client: ServiceClient) -> list[dict]:
-            path = f"/data/first-batch?seed={seed}&same_start={same_start}&model="
+            path = f"/data/first-batch?seed={seed}&same_start={str(same_start).lower()}&model="
             return [client.call("GET", path + m, EVALUATE_TIMEOUT_S).body for m in plan[client.name]]
 
         answers = directory.fan_out(ask, list(plan), pool="batch")
@@ -301,8 +301,8 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
                 continue
             for batch in answer:
                 png = batch.pop("png")
-                batches.append({**batch, "service": service, "image": f"data:image/png;base64,{png}"})
-        return jsonify(seed=seed, same_start=same_start == "true", batches=batches)
+                batches.append({**batch, "service": service, "image": png_data_url(png)})
+        return jsonify(seed=seed, same_start=same_start, batches=batches)
 
     @app.get("/compare/disagreements")
     @documented(response=DISAGREEMENTS)
@@ -407,10 +407,15 @@ def _attach_images(directory: ServiceDirectory, entries: list[dict]) -> None:
                 found = client.call("GET", f"/data/test?indices={indices}", STATUS_TIMEOUT_S).body["images"]
             except ServiceError:
                 continue
-            images = {image["index"]: f"data:image/png;base64,{image['png']}" for image in found}
+            images = {image["index"]: png_data_url(image["png"]) for image in found}
             break
     for entry in entries:
         entry["image"] = images.get(entry["index"])
+
+
+def png_data_url(png_base64: str) -> str:
+    """Base64 PNG text as a URL the page can show directly."""
+    return f"data:image/png;base64,{png_base64}"
 
 
 def _prediction_entries(directory: ServiceDirectory, service: str, answer) -> list[dict]:

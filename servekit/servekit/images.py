@@ -176,11 +176,16 @@ def _shift(frame: np.ndarray, down: int, right: int) -> np.ndarray:
     return shifted
 
 
-def png_base64(image: np.ndarray) -> str:
-    """A uint8 grayscale image as base64 PNG text (for JSON answers and data: URLs)."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image array encoded as PNG."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def png_base64(image: np.ndarray) -> str:
+    """A uint8 grayscale image as base64 PNG text (for JSON answers and data: URLs)."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def grid_png_base64(images: np.ndarray, columns: int = 16) -> str:

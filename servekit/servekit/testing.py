@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import requests
-from PIL import Image
+
+from .images import png_bytes  # noqa: F401  (re-exported: tests and scripts encode uploads with it)
 
 TEST_TOKEN = "test-token-4f1d"  # API_TOKEN of the services and gateways the tests start
 
@@ -102,13 +101,6 @@ def wait_for_job(status_url: str, timeout: float = 300.0, seen: list | None = No
             return status
         time.sleep(0.2)
     raise TimeoutError(f"{status_url} did not finish within {timeout} s")
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 image array encoded as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def assert_matches_openapi(spec: dict, method: str, path: str, response: requests.Response) -> None:

@@ -115,7 +115,7 @@ class TapeBackend:
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), labels), tf.float32))
             return loss, correct
 
-        dataset = training_dataset(data, config)
+        dataset = None if config.same_start else training_dataset(data, config)  # same_start: one per epoch
         steps = -(-len(data.train) // config.batch_size)
         x_val, y_val = to_model_input(data.validation.images), data.validation.labels
         history = []
@@ -123,7 +123,7 @@ class TapeBackend:
             progress.begin_epoch(epoch, steps)
             started = time.perf_counter()
             loss_sum, correct_sum, seen = 0.0, 0.0, 0
-            batches = training_dataset(data, config, epoch - 1) if config.same_start else dataset
+            batches = dataset or training_dataset(data, config, epoch - 1)
             for step, (images, labels) in enumerate(batches, start=1):
                 loss, correct = train_step(images, labels)
                 count = int(labels.shape[0])
