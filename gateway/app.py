@@ -37,10 +37,9 @@ from servekit.inputs import (
 )
 from servekit.limits import Slots, install_rate_limit
 from servekit.metrics import GatewayMetrics
-from servekit.observability import REQUEST_ID_HEADER, instrument
+from servekit.observability import instrument
 from servekit.openapi import build_openapi, documented
 from servekit.schemas import PREDICT_REQUEST, PROMOTED, VERSIONS
-from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
 from servekit.web_security import accepts_any_media_type, install_web_security
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
@@ -49,6 +48,7 @@ from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceE
 from .compare import build_comparison
 from .judging import Judge
 from .parity import run_parity
+from .predictions import PredictionFanOut
 from .runs import RunManager
 from .schemas import (
     BENCHMARK,
@@ -99,6 +99,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     install_auth(app, auth)
     if auth.enabled:
         announce_page_url(auth.token, settings.public_url)
+    predictions_fan_out = PredictionFanOut(directory, settings.predict_timeout_s, settings.max_batch,
+                                           settings.batch_window_ms / 1000.0,
+                                           on_batch=metrics.fan_out_batch_size.observe)
     benchmarks = Slots(1, "benchmark is", status=409, retry_after_s=30)  # two would measure each other
     evaluations = Slots(settings.max_evaluations, "evaluations are")
 
@@ -118,7 +121,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         """The gateway is up; how many services answer."""
         up = directory.fan_out(lambda c: c.call("GET", "/health", STATUS_TIMEOUT_S).body)
         answering = [name for name, result in up.items() if not isinstance(result, Exception)]
-        return jsonify(status="ok", services=len(up), services_up=len(answering))
+        return jsonify(status="ok", services=len(up), services_up=len(answering),
+                       batching={"max_batch": settings.max_batch, "window_ms": settings.batch_window_ms,
+                                 "enabled": predictions_fan_out.batcher.enabled})
 
     @app.get("/services")
     @documented(response=SERVICES)
@@ -136,17 +141,14 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @accepts_any_media_type
     @inference
     def predict():
-        """Every model's prediction for one digit, asked in parallel, with the consensus."""
+        """Every model's prediction for one digit, asked in parallel, with the consensus.
+
+        Concurrent uploads share one call per service (``batch``: the images of that fan-out, and how long this
+        upload waited for it)."""
         started = time.perf_counter()
-        x = predict_input(request)
-        body = input_to_tensor(x)  # 3,136 bytes, the same for every service
-        headers = {REQUEST_ID_HEADER: g.request_id, "Content-Type": TENSOR_MEDIA_TYPE}  # the id: one upload
-        answers = directory.fan_out(  # can be followed through every service's log
-            lambda client: client.call("POST", "/predict", settings.predict_timeout_s, headers=headers, data=body)
-        )
-        predictions = []
-        for service, answer in answers.items():
-            predictions.extend(_prediction_entries(directory, service, answer))
+        with predictions_fan_out.incoming():
+            x = predict_input(request)
+        predictions, batch = predictions_fan_out.predict(x, g.request_id)
         labels = [p["label"] for p in predictions if "label" in p]
         if not labels:
             errors = "; ".join(p["error"] for p in predictions) or "no services configured"
@@ -156,6 +158,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
             predictions=predictions,
             consensus={"label": label, "votes": votes, "of": len(predictions)},
             input=np.round(x[0, :, :, 0], 4).tolist(),
+            batch={"images": batch.batch_size, "queue_ms": round(batch.queue_ms, 3)},
             total_ms=round((time.perf_counter() - started) * 1000.0, 3),
         )
 
@@ -416,17 +419,6 @@ def _attach_images(directory: ServiceDirectory, entries: list[dict]) -> None:
 def png_data_url(png_base64: str) -> str:
     """Base64 PNG text as a URL the page can show directly."""
     return f"data:image/png;base64,{png_base64}"
-
-
-def _prediction_entries(directory: ServiceDirectory, service: str, answer) -> list[dict]:
-    """A service's answer as prediction entries; an error entry per model when it failed."""
-    if isinstance(answer, ServiceError):
-        models = directory.models_of(service) or [service]
-        return [{"model": m, "service": service, "error": str(answer)} for m in models]
-    if isinstance(answer, Exception):
-        return [{"model": service, "service": service, "error": f"{type(answer).__name__}: {answer}"}]
-    roundtrip_ms = round(answer.roundtrip_ms, 3)
-    return [{**p, "service": service, "roundtrip_ms": roundtrip_ms} for p in answer.body["predictions"]]
 
 
 def _evaluate_service(client: ServiceClient, models: list[str], limit: int | None) -> list[dict]:

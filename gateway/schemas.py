@@ -36,7 +36,7 @@ GATEWAY_PREDICT = obj({
     "predictions": array_of(GATEWAY_PREDICTION),
     "consensus": obj({"label": INTEGER, "votes": INTEGER, "of": INTEGER}),
     "total_ms": NUMBER,
-}, {"input": PIXELS})
+}, {"input": PIXELS, "batch": obj({"images": INTEGER, "queue_ms": NUMBER})})
 
 SEEDS = nullable({"type": "array", "items": TRAIN_FIELD["seed"], "minItems": 1, "maxItems": MAX_SEEDS,
                   "uniqueItems": True, "description": "train every model once per seed; not together with 'seed'"})
@@ -83,7 +83,8 @@ VERDICT_PAIR = obj({"a": STRING, "b": STRING, "a_only": INTEGER, "b_only": INTEG
                     "p_adjusted": NUMBER, "significant": BOOLEAN})
 VERDICT = nullable(obj({"pairs": array_of(VERDICT_PAIR), "summary": STRING}))
 COMPARE = obj({"generated_at": NUMBER, "models": array_of(COMPARE_ROW)}, {"verdict": VERDICT})
-GATEWAY_HEALTH = obj({"status": STRING, "services": INTEGER, "services_up": INTEGER})
+GATEWAY_HEALTH = obj({"status": STRING, "services": INTEGER, "services_up": INTEGER},
+                     {"batching": obj({"max_batch": INTEGER, "window_ms": NUMBER, "enabled": BOOLEAN})})
 
 UNKNOWN_MODELS = {404: "unknown model(s)"}
 MODELS_UNKNOWN_YET = {503: "a service has not said which models it has yet (name them in 'models')"}

@@ -29,6 +29,8 @@ class GatewaySettings:
     public_url: str = "http://127.0.0.1:8000"  # where users open the page (printed with the token)
     job_deadline_s: float = 6 * 3600.0  # a training job without a result by then is cancelled and failed
     threads: int = 16  # waitress request threads (GATEWAY_THREADS): sizes the interactive fan-out pool
+    max_batch: int = 16  # /predict uploads per fan-out (GATEWAY_MAX_BATCH); at most the services' MAX_INFER_BATCH
+    batch_window_ms: float = 2.0  # longest wait for uploads still being decoded (GATEWAY_BATCH_WINDOW_MS); 0: off
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -46,5 +48,7 @@ class GatewaySettings:
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
             job_deadline_s=float(env.get("JOB_DEADLINE_S", 6 * 3600)),
             threads=max(1, int(env.get("GATEWAY_THREADS", 16))),
+            max_batch=max(1, int(env.get("GATEWAY_MAX_BATCH", 16))),
+            batch_window_ms=max(0.0, float(env.get("GATEWAY_BATCH_WINDOW_MS", 2.0))),
             public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT', '8000')}").rstrip("/"),
         )

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,50 @@ def test_request_id_follows_an_upload_through_every_service(stack, digits):
         assert any(line.get("path") == "/predict" and line["status"] == 200 for line in lines), name
     generated = post(stack, "/predict", **upload(digits[0][0])).headers["X-Request-ID"]
     assert len(generated) == 32 and generated != "trace-4711"
+
+
+def test_concurrent_uploads_share_fan_outs_and_each_gets_its_own_answer(stack, all_models, digits, spec):
+    images, _ = digits
+    health = get(stack, "/health").json()
+    assert health["batching"] == {"max_batch": 16, "window_ms": 2.0, "enabled": True}
+    alone = {}  # the answers of each digit sent on its own: what every batched answer must match
+    for index in range(12):
+        body = post(stack, "/predict", **upload(images[index])).json()
+        assert body["batch"]["images"] == 1  # nobody else was asking
+        alone[index] = {p["model"]: p["probabilities"] for p in body["predictions"]}
+        alone[index]["input"] = body["input"]
+
+    shared_sizes = []
+    for round_number in range(3):  # a scheduler may run 12 threads one after another once; three times, hardly
+        barrier = threading.Barrier(12)
+
+        def ask(index, round_number=round_number, barrier=barrier):
+            barrier.wait(30)
+            headers = {"X-Request-ID": f"together-{round_number}-{index}"}
+            return index, post(stack, "/predict", headers=headers, **upload(images[index]))
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(ask, range(12)))
+        for index, response in answers:
+            assert response.status_code == 200, response.text
+            assert_matches_openapi(spec, "POST", "/predict", response)
+            body = response.json()
+            assert body["input"] == alone[index]["input"]  # its own image came back
+            assert sorted(p["model"] for p in body["predictions"]) == all_models
+            for p in body["predictions"]:  # its own rows of the batch, not a neighbour's
+                assert p["probabilities"] == pytest.approx(alone[index][p["model"]], abs=2e-3), (index, p["model"])
+            shared_sizes.append(body["batch"]["images"])
+        if max(shared_sizes) > 1:
+            break
+    assert max(shared_sizes) > 1, f"12 concurrent uploads never shared a fan-out: {shared_sizes}"
+    assert max(shared_sizes) <= 16
+    # One call carried several uploads, and said whose: their ids, comma-separated, in every service's log.
+    for name, service in stack.services.items():
+        ids = [json.loads(line).get("request_id") or "" for line in service.log_tail(800).splitlines()
+               if "together-" in line]
+        assert any("," in request_id for request_id in ids), name
+    text = get(stack, "/metrics").text
+    assert "predict_fan_out_batch_size_count" in text and 'predict_fan_out_batch_size_bucket{le="1.0"}' in text
 
 
 def test_gateway_metrics_count_backend_calls(stack):

@@ -1,5 +1,8 @@
 """Dynamic batching, after Triton's dynamic batcher: concurrent requests for one model run as one model call.
 
+The services batch each model's calls; the gateway batches its fan-out (one
+call per service carries the images of every /predict that arrived together).
+
 A request thread puts its images in the model's queue. One of the waiting
 threads at a time is the leader: it takes what is queued (up to ``max_batch``
 images, first come first served), runs the model once on all of it, and hands
@@ -16,23 +19,24 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-# run(images) -> (probabilities, anything the caller wants back with them, e.g. the model version)
-BatchFunction = Callable[[np.ndarray], tuple[np.ndarray, Any]]
+# run(images, request_ids) -> (one output row per image, anything the caller wants back with them, e.g. the model
+# version). The outputs are anything sliced by rows: a NumPy array of probabilities, a list of answers.
+BatchFunction = Callable[[np.ndarray, list[str]], tuple[Sequence[Any], Any]]
 
 
 @dataclass
 class BatchResult:
     """One request's rows of a batched call, and what the call was."""
 
-    probabilities: np.ndarray
-    tag: Any  # what the batch function returned beside the probabilities (the version that ran)
+    outputs: Sequence[Any]  # this request's rows of the batch's outputs (probabilities, answers)
+    tag: Any  # what the batch function returned beside the outputs (the version that ran)
     batch_size: int  # images in the model call this request was part of
     inference_ms: float  # the model call's time (shared by every request of the batch)
     queue_ms: float  # from the request's arrival to the start of its model call
@@ -41,6 +45,7 @@ class BatchResult:
 @dataclass
 class _Pending:
     images: np.ndarray
+    request_id: str = ""
     arrived: float = field(default_factory=time.perf_counter)
     result: BatchResult | None = None
     error: BaseException | None = None
@@ -82,9 +87,9 @@ class DynamicBatcher:
                 self._reading -= 1
                 self._changed.notify_all()
 
-    def predict(self, images: np.ndarray) -> BatchResult:
-        """This request's probabilities, computed alone or in a batch with others."""
-        pending = _Pending(images)
+    def predict(self, images: np.ndarray, request_id: str = "") -> BatchResult:
+        """This request's outputs, computed alone or in a batch with others (``request_id``: for the batch's logs)."""
+        pending = _Pending(images, request_id)
         if not self.enabled:
             self._call([pending])
         else:
@@ -136,7 +141,7 @@ class DynamicBatcher:
         started = time.perf_counter()
         images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
         try:
-            probabilities, tag = self.run(images)
+            outputs, tag = self.run(images, [p.request_id for p in batch])
         except Exception as exc:  # every request of the batch gets the error, not only the leader's
             for pending in batch:
                 pending.error = exc
@@ -146,7 +151,7 @@ class DynamicBatcher:
         offset = 0
         for pending in batch:
             rows = len(pending.images)
-            pending.result = BatchResult(probabilities[offset: offset + rows], tag, len(images), inference_ms,
+            pending.result = BatchResult(outputs[offset: offset + rows], tag, len(images), inference_ms,
                                          (started - pending.arrived) * 1000.0)
             offset += rows
         return batch

@@ -71,7 +71,7 @@ def inference_protocol_blueprint(serving: Serving, on_inference) -> Blueprint:
                 raise BadRequest("'id' must be a string")
             x = _input_tensor(body, service.settings.max_infer_batch)
         result = serving.infer(served, x)
-        probabilities = result.probabilities
+        probabilities = result.outputs
         on_inference(served.name, result.inference_ms / 1000.0, len(x))
         response = {
             "model_name": served.name,

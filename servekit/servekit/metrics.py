@@ -86,6 +86,10 @@ class GatewayMetrics(RequestMetrics):
             "backend_call_errors", "Failed gateway-to-service calls, by service and path",
             ["service", "path"], registry=self.registry,
         )
+        self.fan_out_batch_size = Histogram(
+            "predict_fan_out_batch_size", "Uploads per /predict fan-out (dynamic batching)",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
 
     def observe_backend_call(self, service: str, path: str, seconds: float, ok: bool) -> None:
         """Record one call to a service (the path without its query string)."""

@@ -35,7 +35,7 @@ class Serving:
 
     @staticmethod
     def _runner(served: ServedModel):
-        def run(images: np.ndarray) -> tuple[np.ndarray, int | None]:
+        def run(images: np.ndarray, request_ids: list[str]) -> tuple[np.ndarray, int | None]:
             installed = served.current()  # the version installed when the batch runs answers the whole batch
             return installed.backend.predict(images), installed.version
 
@@ -53,7 +53,7 @@ class Serving:
         """The model's probabilities for images (N, 28, 28, 1), batched with concurrent requests."""
         served.current()  # NotReady (503) before anything is queued
         result = self.batchers[served.name].predict(x)
-        if not np.all(np.isfinite(result.probabilities)):
+        if not np.all(np.isfinite(result.outputs)):
             raise ApiError(f"model {served.name!r} (version {result.tag}) gave non-finite output for this input", 422)
         return result
 
@@ -106,7 +106,7 @@ class Serving:
                                     "error": f"model {served.name!r} is not trained yet; POST /train first"})
                 continue
             result = self.infer(served, x)
-            for row in result.probabilities:
+            for row in result.outputs:
                 predictions.append(
                     {
                         "model": served.name,

@@ -18,7 +18,7 @@ class RecordingModel:
         self.seconds, self.fail, self.calls = seconds, fail, []
         self.lock = threading.Lock()
 
-    def __call__(self, images: np.ndarray):
+    def __call__(self, images: np.ndarray, request_ids: list[str]):
         with self.lock:
             self.calls.append(len(images))
         time.sleep(self.seconds)  # a model call long enough for requests to pile up behind it
@@ -56,8 +56,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows():
     results = run_concurrently(batcher, values)
     assert sorted(results) == values
     for value, result in results.items():
-        assert result.probabilities.shape == (1, 10)
-        assert result.probabilities[0, 0] == pytest.approx(value)
+        assert result.outputs.shape == (1, 10)
+        assert result.outputs[0, 0] == pytest.approx(value)
         assert result.tag == "v7" and 1 <= result.batch_size <= 8
     assert sum(model.calls) == 40 and max(model.calls) <= 8
     assert max(model.calls) > 1, f"40 concurrent requests never shared a call: {model.calls}"
@@ -84,7 +84,7 @@ def test_a_forming_batch_waits_for_a_request_still_being_read():
         mine = batcher.predict(image(0.75))  # queues; the announced request is now here too
     other.join(10)
     assert mine.batch_size == 2 and results[0].batch_size == 2
-    assert mine.probabilities[0, 0] == pytest.approx(0.75) and results[0].probabilities[0, 0] == pytest.approx(0.25)
+    assert mine.outputs[0, 0] == pytest.approx(0.75) and results[0].outputs[0, 0] == pytest.approx(0.25)
     assert model.calls == [2]
 
 
@@ -100,8 +100,8 @@ def test_multi_image_requests_fill_batches_without_exceeding_the_limit():
         thread.join(30)
     assert len(results) == 6 and max(model.calls) <= 10 and sum(model.calls) == 24
     for value, result in results:
-        assert result.probabilities.shape == (4, 10)
-        assert np.allclose(result.probabilities, value)
+        assert result.outputs.shape == (4, 10)
+        assert np.allclose(result.outputs, value)
 
 
 def test_an_error_reaches_every_request_of_the_batch_and_the_batcher_recovers():
@@ -110,7 +110,7 @@ def test_an_error_reaches_every_request_of_the_batch_and_the_batcher_recovers():
     outcome = run_concurrently(batcher, [0.1, 0.2, 0.3, 0.4])
     assert len(outcome["errors"]) == 4 and all("exploded" in str(e) for e in outcome["errors"])
     model.fail = False
-    assert batcher.predict(image(0.5)).probabilities[0, 0] == pytest.approx(0.5)
+    assert batcher.predict(image(0.5)).outputs[0, 0] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(("max_batch", "window_s"), [(32, 0.0), (1, 0.05)])
@@ -119,3 +119,26 @@ def test_batching_off_runs_every_request_alone(max_batch, window_s):
     batcher = DynamicBatcher(model, max_batch=max_batch, window_s=window_s)
     results = run_concurrently(batcher, [0.1, 0.2, 0.3, 0.4, 0.5])
     assert len(results) == 5 and model.calls == [1] * 5
+
+
+def test_outputs_may_be_a_list_and_the_batch_function_gets_the_request_ids_in_row_order():
+    calls = []
+
+    def answers(images: np.ndarray, request_ids: list[str]):  # what the gateway's fan-out returns: one answer per row
+        calls.append(list(request_ids))
+        time.sleep(0.05)
+        return [{"mean": float(row.mean()), "for": rid} for row, rid in zip(images, request_ids, strict=True)], None
+
+    batcher = DynamicBatcher(answers, max_batch=8, window_s=0.05)
+    results = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.predict(image(i / 10), f"r{i}")))
+               for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == list(range(6))
+    for i, result in results.items():
+        assert result.outputs == [{"mean": pytest.approx(i / 10), "for": f"r{i}"}]
+    assert sorted(rid for call in calls for rid in call) == [f"r{i}" for i in range(6)]
+    assert any(len(call) > 1 for call in calls), calls
