@@ -69,6 +69,7 @@ class DynamicBatcher:
         self._changed = threading.Condition()
         self._queue: deque[_Pending] = deque()
         self._leading = False
+        self._gathering = False  # the leader is waiting for announced requests (the only wait they end)
         self._reading = 0  # requests announced by ``incoming()`` that have not queued yet
 
     @property
@@ -85,7 +86,8 @@ class DynamicBatcher:
         finally:
             with self._changed:
                 self._reading -= 1
-                self._changed.notify_all()
+                if self._gathering:  # waking every waiting request per arrival cost more than the model call
+                    self._changed.notify_all()
 
     def predict(self, images: np.ndarray, request_id: str = "") -> BatchResult:
         """This request's outputs, computed alone or in a batch with others (``request_id``: for the batch's logs)."""
@@ -102,7 +104,8 @@ class DynamicBatcher:
         """Queue the request, then lead batches until a batch (this thread's or another's) has answered it."""
         with self._changed:
             self._queue.append(pending)
-            self._changed.notify_all()
+            if self._gathering:
+                self._changed.notify_all()
         while True:
             with self._changed:
                 while not pending.done and self._leading:
@@ -125,7 +128,11 @@ class DynamicBatcher:
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
-            self._changed.wait(left)
+            self._gathering = True
+            try:
+                self._changed.wait(left)
+            finally:
+                self._gathering = False
         batch = [self._queue.popleft()]
         images = len(batch[0].images)
         while self._queue and images + len(self._queue[0].images) <= self.max_batch:

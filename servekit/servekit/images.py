@@ -144,24 +144,40 @@ def _ink_on_black(gray: np.ndarray) -> np.ndarray:
     border (a high percentile, so that shading and noise stay under it), is subtracted and the rest
     stretched to 0..1, so that the paper does not become a grey box that the crop keeps whole.
     """
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    ink = 1.0 - gray if np.median(border) > 0.5 else gray
-    ink_border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
-    paper = float(np.percentile(ink_border, PAPER_PERCENTILE))
+    border = np.sort(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
+    inverted = _percentile_of_sorted(border, 50) > 0.5
+    ink = 1.0 - gray if inverted else gray
+    ink_border = 1.0 - border[::-1] if inverted else border  # the same pixels, still sorted
+    paper = _percentile_of_sorted(ink_border, PAPER_PERCENTILE)
     if paper <= 0.0 or paper >= 0.95:
         return ink
     return np.clip((ink - paper) / (1.0 - paper), 0.0, 1.0)
+
+
+def _percentile_of_sorted(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) of sorted values, without its overhead per call.
+
+    np.percentile and np.median cost more than the rest of a small upload's preprocessing together.
+    """
+    position = q / 100.0 * (len(values) - 1)
+    below = int(position)
+    above = min(below + 1, len(values) - 1)
+    fraction = position - below
+    low, high = float(values[below]), float(values[above])
+    return low + (high - low) * fraction
 
 
 def _centre_by_mass(frame: np.ndarray) -> np.ndarray:
     total = frame.sum()
     if total <= 0:
         return frame
-    rows, cols = np.indices(frame.shape)
     # MNIST's own digits have their centre of mass at pixel (14, 14), measured on its test set.
-    shift_row = int(round(MNIST_CENTRE - (rows * frame).sum() / total))
-    shift_col = int(round(MNIST_CENTRE - (cols * frame).sum() / total))
+    shift_row = int(round(MNIST_CENTRE - float(frame.sum(axis=1) @ _POSITIONS) / total))
+    shift_col = int(round(MNIST_CENTRE - float(frame.sum(axis=0) @ _POSITIONS) / total))
     return _shift(frame, shift_row, shift_col)
+
+
+_POSITIONS = np.arange(28, dtype=np.float64)
 
 
 def _shift(frame: np.ndarray, down: int, right: int) -> np.ndarray:
