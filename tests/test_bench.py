@@ -116,14 +116,16 @@ def java_available() -> bool:
 @pytest.mark.skipif(not java_available(), reason="no Java, and apt-get cannot install it here (not root)")
 def test_torchserve_peer_serves_the_same_weights(trained, digit_label, tmp_path):
     document = run_bench(tmp_path / "peer.json", "--peer", "torchserve", "--model-repository",
-                         str(trained.repository), *QUICK, "--concurrency", "1", "2", timeout=900)
+                         str(trained.repository), "--peer-workers", "2", "--server-workers", "2", *QUICK,
+                         "--concurrency", "1", "2", timeout=900)
 
     check_results(document, ["torch-service", "torchserve"], [1, 2])
     endpoints = {e["name"]: e for e in document["endpoints"]}
-    assert endpoints["torchserve"]["workers"] == 1
+    assert endpoints["torchserve"]["workers"] == endpoints["torch-service"]["workers"] == 2  # like for like
+    assert endpoints["torchserve"]["threads"]["intra_op"] == endpoints["torch-service"]["threads"]["intra_op"]
     assert endpoints["torchserve"]["model_version"] == endpoints["torch-service"]["model_version"]
     assert endpoints["torchserve"]["probe"]["label"] == endpoints["torch-service"]["probe"]["label"] == digit_label
     # TorchServe's CPU includes its Python backend worker, a child of the Java frontend that listens on the port.
-    names = {p["name"] for p in endpoints["torchserve"]["server_processes"]["processes"]}
-    assert "java" in names and any(name.startswith("python") for name in names), names
+    names = [p["name"] for p in endpoints["torchserve"]["server_processes"]["processes"]]
+    assert "java" in names and sum(name.startswith("python") for name in names) >= 2, names
     assert {r["endpoint"] for r in document["ratios"]} == {"torchserve"}

@@ -1,4 +1,4 @@
-"""TorchServe as a peer: the torch service's promoted weights, served by TorchServe 0.12 with one worker.
+"""TorchServe as a peer: the torch service's promoted weights, served by TorchServe 0.12 (1 worker by default).
 
 The model archive holds the promoted version's ``weights.pt`` from the torch service's model repository,
 ``scripts/torchserve/handler.py`` and ``services/torch/backend.py`` (so TorchServe runs the service's own
@@ -33,7 +33,6 @@ REQUIREMENTS = FOLDER / "requirements.txt"
 HANDLER = FOLDER / "handler.py"
 BACKEND = ROOT / "services" / "torch" / "backend.py"
 MODEL_NAME = "mnist"
-WORKERS = 1  # one TorchServe backend worker (one Python process), said in every report
 JRE_PACKAGE = "openjdk-17-jre-headless"
 
 
@@ -83,11 +82,13 @@ def java_version(java: str) -> str:
 
 
 class TorchServe:
-    """One TorchServe instance serving ``weights`` as model ``mnist`` with one worker."""
+    """One TorchServe instance serving ``weights`` as model ``mnist`` with ``workers`` backend workers."""
 
     def __init__(self, weights: Path, workdir: Path, intra_op_threads: int, inter_op_threads: int = 1,
-                 batch_size: int = 1, max_batch_delay_ms: int = 2, env: dict[str, str] | None = None):
+                 batch_size: int = 1, max_batch_delay_ms: int = 2, env: dict[str, str] | None = None,
+                 workers: int = 1):
         self.weights, self.workdir = Path(weights), Path(workdir)
+        self.workers = workers  # TorchServe backend workers (Python processes), said in every report
         self.extra_env = dict(env or {})  # e.g. OMP_WAIT_POLICY, inherited by the Java frontend and its workers
         self.threads = {"intra_op": intra_op_threads, "inter_op": inter_op_threads}
         # TorchServe's dynamic batching: up to batch_size requests, waiting up to max_batch_delay_ms for them to
@@ -125,11 +126,12 @@ class TorchServe:
             f"inference_address=http://127.0.0.1:{self.inference_port}",
             f"management_address=http://127.0.0.1:{self.management_port}",
             f"metrics_address=http://127.0.0.1:{self.metrics_port}",
-            f"default_workers_per_model={WORKERS}",
+            f"default_workers_per_model={self.workers}",
             "disable_system_metrics=true",
             f"load_models={MODEL_NAME}.mar",
             "models=" + json.dumps({MODEL_NAME: {"1.0": {
-                "defaultVersion": True, "marName": f"{MODEL_NAME}.mar", "minWorkers": WORKERS, "maxWorkers": WORKERS,
+                "defaultVersion": True, "marName": f"{MODEL_NAME}.mar",
+                "minWorkers": self.workers, "maxWorkers": self.workers,
                 "batchSize": self.batch_size, "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": 120}}}),
             "",
         ]))
@@ -165,7 +167,7 @@ class TorchServe:
             try:
                 described = requests.get(status_url, timeout=2).json()
                 workers = described[0].get("workers", [])
-                if len(workers) >= WORKERS and all(w.get("status") == "READY" for w in workers):
+                if len(workers) >= self.workers and all(w.get("status") == "READY" for w in workers):
                     return
             except (requests.RequestException, ValueError, LookupError, AttributeError):
                 pass
@@ -180,7 +182,8 @@ class TorchServe:
             pass
         batching = {"batch_size": self.batch_size, "max_batch_delay_ms": self.max_batch_delay_ms,
                     "enabled": self.batch_size > 1}
-        return {"server": f"TorchServe {version} (Java frontend, one Python backend worker)", "workers": WORKERS,
+        return {"server": f"TorchServe {version} (Java frontend, {self.workers} Python backend worker(s))",
+                "workers": self.workers,
                 "batching": batching, "threads": self.threads, "java": getattr(self, "java", None),
                 "handler": str(HANDLER.relative_to(ROOT)), "weights": str(self.weights)}
 
