@@ -5,13 +5,14 @@ Every model runs in its own subprocess with its service's virtualenv (TensorFlow
 process), one after the other (never in parallel), with the default TrainConfig (batch 128, Adam 1e-3, seed 42)
 on the full 54,000-image training split, and with the thread settings of the services in production: servekit's
 Settings (INTRA_OP_THREADS, else the CPU limit per worker; INTER_OP_THREADS, else 1), set as each app.py sets
-them, and the environment of servekit.gunicorn_settings (OMP_WAIT_POLICY). The first epoch is warm-up (tracing,
-allocator, caches); the steady figure is the mean of the others. An epoch is timed as the backend reports it,
-from ``begin_epoch`` to ``end_epoch`` (the validation pass included, in every framework); ``train s`` is the part
-up to the epoch's last step. ``others`` is the CPU other processes used meanwhile, in cores: on a shared machine
-a figure with others well above 0 is disturbed. ``--repeat N`` trains every model N times, in alternating order,
-and reports the best run (and the median); ``--quiet-below`` waits for a quiet machine before each model;
-``--source DIR`` times other backend files (DIR/<service>/backend.py), e.g. a copy of the code before a change.
+them, and the environment servekit.gunicorn_settings gives a trainer (OMP_WAIT_POLICY; ROLE=trainer unless $ROLE
+says otherwise). The first epoch is warm-up (tracing, allocator, caches); the steady figure is the mean of the
+others. An epoch is timed as the backend reports it, from ``begin_epoch`` to ``end_epoch`` (the validation pass
+included, in every framework); ``train s`` is the part up to the epoch's last step. ``others`` is the CPU
+other processes used meanwhile, in cores: on a shared machine a figure with others well above 0 is disturbed.
+``--repeat N`` trains every model N times, in alternating order, and reports the best run (and the median);
+``--quiet-below`` waits for a quiet machine before each model; ``--source DIR`` times other backend files
+(DIR/<service>/backend.py), e.g. a copy of the code before a change.
 
     .venvs/dev/bin/python scripts/bench_training.py [--models torch,tf-native] [--epochs 3] [--train-limit N]
         [--repeat N] [--quiet-below 0.3] [--out bench.json]

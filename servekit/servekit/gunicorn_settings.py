@@ -12,10 +12,13 @@ import os
 
 from servekit.settings import server_workers
 
-# OpenMP threads that finish a parallel region sleep instead of spinning for the next one. Spinning made a
-# one-image torch call cost 5-10x the CPU with two intra-op threads on a busy two-core machine (measured with
-# a profile of /predict: torch.conv2d 10 ms instead of 0.1 ms). Read by libgomp when torch loads, in the workers.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# A server's OpenMP threads that finish a parallel region sleep instead of spinning for the next one. Spinning
+# made a one-image torch call cost 5-10x the CPU with two intra-op threads on a busy two-core machine (measured
+# with a profile of /predict: torch.conv2d 10 ms instead of 0.1 ms). A trainer's threads spin: a training step
+# runs parallel region after parallel region, and waking sleeping threads for each made a torch epoch 12-30%
+# slower (scripts/bench_training.py). Read by libgomp when torch loads, in the workers.
+if os.environ.get("ROLE", "all").strip().lower() != "trainer":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Loopback unless told otherwise (`make run` stays off the LAN); the images set HOST=0.0.0.0 inside.
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
