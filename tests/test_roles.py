@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -71,6 +72,20 @@ def test_roles_report_themselves(fleet):
     assert health["role"] == "server" and health["served_by"].endswith(f":{two.port}")
     assert health["threads"]["workers"] == 2 and health["threads"]["intra_op"] == 1  # 2 workers x 1 thread = 2 CPUs
     assert requests.get(one.url + "/health", timeout=10).json()["threads"]["intra_op"] == 2
+
+
+def listening_processes(port: int) -> set[int]:
+    return {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_each_worker_of_a_multi_worker_server_listens_on_its_own_socket(fleet):
+    _, (one, two), _ = fleet
+    # SO_REUSEPORT: the kernel spreads new connections over the workers, instead of whichever woke first taking
+    # a burst of keep-alive connections while its sibling idles.
+    workers = listening_processes(two.port)
+    assert len(workers) == 2, workers
+    assert all(psutil.Process(pid).ppid() == two.process.pid for pid in workers)  # both gunicorn workers
+    assert len(listening_processes(one.port)) == 1  # one worker: one socket, and a second server fails to bind
 
 
 def test_a_server_never_trains_and_a_trainer_never_serves(fleet):
