@@ -23,7 +23,8 @@ from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
 
 from .clients import Reply, ServiceDirectory, ServiceError
 
-MAX_ID_CHARS = 64  # of each request id in a batch's combined X-Request-ID (the header stays far below limits)
+MAX_ID_CHARS = 64  # of each request id in a batch's combined X-Request-ID
+MAX_IDS_HEADER_CHARS = 4096  # the combined header at most: half of gunicorn's 8,190-byte limit per header field
 
 
 class PredictionFanOut:
@@ -51,9 +52,7 @@ class PredictionFanOut:
     def _fan_out(self, images: np.ndarray, request_ids: list[str]) -> tuple[list[list[dict]], None]:
         """One call per service with all the images; each image's entries (a row per image)."""
         body = input_to_tensor(images)
-        # The services log the id: one request's id as it is, a batch's ids comma-separated.
-        headers = {REQUEST_ID_HEADER: ",".join(rid[:MAX_ID_CHARS] for rid in request_ids),
-                   "Content-Type": TENSOR_MEDIA_TYPE}
+        headers = {REQUEST_ID_HEADER: combined_request_id(request_ids), "Content-Type": TENSOR_MEDIA_TYPE}
         answers = self.directory.fan_out(
             lambda client: client.call("POST", "/predict", self.timeout_s, headers=headers, data=body)
         )
@@ -68,20 +67,40 @@ class PredictionFanOut:
         if isinstance(answer, Exception):
             errors = error_entries(self.directory, service, answer)
             return [[dict(entry) for entry in errors] for _ in range(images)]
-        rows: list[list[dict]] = [[] for _ in range(images)]
-        seen: Counter[str] = Counter()  # a service answers model by model, each model's rows in image order
+        predictions = answer.body["predictions"]
         roundtrip_ms = round(answer.roundtrip_ms, 3)
-        for prediction in answer.body["predictions"]:
+        # A service answers model by model, each model's rows in image order. A model with another number of
+        # rows than images cannot be matched to them: every image gets an error for it, never a neighbour's row.
+        answered = Counter(p["model"] for p in predictions if "error" not in p)
+        rows: list[list[dict]] = [[] for _ in range(images)]
+        next_image: Counter[str] = Counter()
+        mismatched: set[str] = set()
+        for prediction in predictions:
+            model = prediction["model"]
             entry = {**prediction, "service": service, "roundtrip_ms": roundtrip_ms}
-            if "error" in prediction:  # a model that is not ready says so once, for every image
-                for row in rows:
-                    row.append(dict(entry))
+            if "error" not in prediction and answered[model] == images:
+                rows[next_image[model]].append(entry)
+                next_image[model] += 1
                 continue
-            index = seen[prediction["model"]]
-            seen[prediction["model"]] += 1
-            if index < images:
-                rows[index].append(entry)
+            if "error" not in prediction:
+                if model in mismatched:
+                    continue
+                mismatched.add(model)
+                entry = {"model": model, "service": service,
+                         "error": f"{service} answered {answered[model]} rows of {model} for {images} images"}
+            for row in rows:  # an error (a model not ready, rows that do not match) reaches every image
+                row.append(dict(entry))
         return rows
+
+
+def combined_request_id(request_ids: list[str]) -> str:
+    """The X-Request-ID of a batch's calls: its requests' ids, comma-separated (one request's id as it is).
+
+    Each id is cut to MAX_ID_CHARS and the whole to MAX_IDS_HEADER_CHARS, so that no batch size or
+    client-chosen id can make the services refuse the header (and with it every upload of the batch).
+    """
+    combined = ",".join(rid[:MAX_ID_CHARS] for rid in request_ids)
+    return combined if len(combined) <= MAX_IDS_HEADER_CHARS else combined[:MAX_IDS_HEADER_CHARS - 3] + "..."
 
 
 def error_entries(directory: ServiceDirectory, service: str, error: Exception) -> list[dict]:

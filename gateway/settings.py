@@ -10,6 +10,7 @@ from servekit.web_security import parse_allowed_hosts
 
 from .discovery import parse_service_map
 
+MAX_BATCH_LIMIT = 64  # GATEWAY_MAX_BATCH at most: beyond it a fan-out gains little, and one refusal fails more uploads
 DEFAULT_SERVICE_URLS = "keras=http://127.0.0.1:8001,torch=http://127.0.0.1:8002,tf=http://127.0.0.1:8003"
 
 
@@ -48,7 +49,7 @@ class GatewaySettings:
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
             job_deadline_s=float(env.get("JOB_DEADLINE_S", 6 * 3600)),
             threads=max(1, int(env.get("GATEWAY_THREADS", 16))),
-            max_batch=max(1, int(env.get("GATEWAY_MAX_BATCH", 16))),
+            max_batch=min(MAX_BATCH_LIMIT, max(1, int(env.get("GATEWAY_MAX_BATCH", 16)))),
             batch_window_ms=max(0.0, float(env.get("GATEWAY_BATCH_WINDOW_MS", 2.0))),
             public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT', '8000')}").rstrip("/"),
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 
 import numpy as np
 from flask import Flask, Response, jsonify, request
@@ -273,9 +274,10 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         with serving.incoming(model):
             x = predict_input(request, max_images=service.settings.max_infer_batch)
         predictions = serving.predict(x, model)
+        images = Counter(p["model"] for p in predictions if "inference_ms" in p)
         for p in predictions:
-            if "inference_ms" in p:
-                record_inference(p["model"], p["inference_ms"] / 1000.0, 1)
+            if p["model"] in images:  # one model call per model: its time once, all its images
+                record_inference(p["model"], p["inference_ms"] / 1000.0, images.pop(p["model"]))
         return jsonify(predictions=predictions)
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 # run(images, request_ids) -> (one output row per image, anything the caller wants back with them, e.g. the model
-# version). The outputs are anything sliced by rows: a NumPy array of probabilities, a list of answers.
+# version). ``request_ids``: one per request of the batch, in order (a request may bring several images). The
+# outputs are anything sliced by rows: a NumPy array of probabilities, a list of answers.
 BatchFunction = Callable[[np.ndarray, list[str]], tuple[Sequence[Any], Any]]
 
 
@@ -144,21 +145,26 @@ class DynamicBatcher:
         return sum(len(p.images) for p in self._queue)
 
     def _call(self, batch: list[_Pending]) -> list[_Pending]:
-        """One model call for the whole batch; each request gets its rows (or the call's error)."""
+        """One model call for the whole batch; each request gets its rows (or the call's error).
+
+        Every request of the batch ends done, whatever fails: one left without a result would wait forever.
+        """
         started = time.perf_counter()
-        images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
         try:
+            images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
             outputs, tag = self.run(images, [p.request_id for p in batch])
-        except Exception as exc:  # every request of the batch gets the error, not only the leader's
+            inference_ms = (time.perf_counter() - started) * 1000.0
+            self.on_batch(len(images))
+            offset = 0
             for pending in batch:
-                pending.error = exc
-            return batch
-        inference_ms = (time.perf_counter() - started) * 1000.0
-        self.on_batch(len(images))
-        offset = 0
-        for pending in batch:
-            rows = len(pending.images)
-            pending.result = BatchResult(outputs[offset: offset + rows], tag, len(images), inference_ms,
-                                         (started - pending.arrived) * 1000.0)
-            offset += rows
+                rows = len(pending.images)
+                pending.result = BatchResult(outputs[offset: offset + rows], tag, len(images), inference_ms,
+                                             (started - pending.arrived) * 1000.0)
+                offset += rows
+        except BaseException as exc:  # every request of the batch gets the error, not only the leader's
+            for pending in batch:
+                if pending.result is None:
+                    pending.error = exc
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: after the others have been told
         return batch

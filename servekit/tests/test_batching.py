@@ -121,7 +121,7 @@ def test_batching_off_runs_every_request_alone(max_batch, window_s):
     assert len(results) == 5 and model.calls == [1] * 5
 
 
-def test_outputs_may_be_a_list_and_the_batch_function_gets_the_request_ids_in_row_order():
+def test_outputs_may_be_a_list_and_the_batch_function_gets_the_request_ids_in_order():
     calls = []
 
     def answers(images: np.ndarray, request_ids: list[str]):  # what the gateway's fan-out returns: one answer per row
@@ -142,3 +142,18 @@ def test_outputs_may_be_a_list_and_the_batch_function_gets_the_request_ids_in_ro
         assert result.outputs == [{"mean": pytest.approx(i / 10), "for": f"r{i}"}]
     assert sorted(rid for call in calls for rid in call) == [f"r{i}" for i in range(6)]
     assert any(len(call) > 1 for call in calls), calls
+
+
+def test_a_failure_after_the_model_call_reaches_the_batch_and_leaves_the_batcher_working():
+    failing = {"on": True}
+
+    def count(images: int) -> None:  # the metrics hook, failing once
+        if failing["on"]:
+            raise ValueError("metrics broke")
+
+    batcher = DynamicBatcher(RecordingModel(), max_batch=8, window_s=0.05, on_batch=count)
+    outcome = run_concurrently(batcher, [0.1, 0.2, 0.3, 0.4])
+    assert len(outcome["errors"]) == 4 and all("metrics broke" in str(e) for e in outcome["errors"])
+    failing["on"] = False
+    results = run_concurrently(batcher, [0.5, 0.6])  # no request was left queued or leading: nothing hangs
+    assert sorted(results) == [0.5, 0.6] and results[0.6].outputs[0, 0] == pytest.approx(0.6)
