@@ -58,9 +58,25 @@ class PredictionFanOut:
         )
         rows: list[list[dict]] = [[] for _ in range(len(images))]
         for service, answer in answers.items():
-            for row, entries in zip(rows, self._entries_by_image(service, answer, len(images)), strict=True):
+            if len(images) > 1 and refused_the_batch(answer):
+                # A refusal of the whole call (more images than the service's MAX_INFER_BATCH, one image's
+                # non-finite output) must not fail the uploads it does not concern: each image is asked alone.
+                by_image = [self._ask_alone(service, images[i:i + 1], request_ids[i]) for i in range(len(images))]
+            else:
+                by_image = self._entries_by_image(service, answer, len(images))
+            for row, entries in zip(rows, by_image, strict=True):
                 row.extend(entries)
         return rows, None
+
+    def _ask_alone(self, service: str, image: np.ndarray, request_id: str) -> list[dict]:
+        """One image's entries from one service, asked on its own."""
+        headers = {REQUEST_ID_HEADER: combined_request_id([request_id]), "Content-Type": TENSOR_MEDIA_TYPE}
+        try:
+            answer = self.directory.clients[service].call("POST", "/predict", self.timeout_s, headers=headers,
+                                                          data=input_to_tensor(image))
+        except ServiceError as exc:
+            answer = exc
+        return self._entries_by_image(service, answer, 1)[0]
 
     def _entries_by_image(self, service: str, answer: Reply | Exception, images: int) -> list[list[dict]]:
         """A service's answer for ``images`` images as each image's entries; error entries go to every image."""
@@ -91,6 +107,15 @@ class PredictionFanOut:
             for row in rows:  # an error (a model not ready, rows that do not match) reaches every image
                 row.append(dict(entry))
         return rows
+
+
+def refused_the_batch(answer: Reply | Exception) -> bool:
+    """The service refused the call as a client error that may concern only some of its images.
+
+    Not 429 (asking once per image would only add load) and not 5xx (down or not ready: the same for each).
+    """
+    return isinstance(answer, ServiceError) and answer.status is not None and 400 <= answer.status < 500 \
+        and answer.status != 429
 
 
 def combined_request_id(request_ids: list[str]) -> str:

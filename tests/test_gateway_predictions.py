@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from gateway.clients import Reply, ServiceError
 from gateway.predictions import MAX_IDS_HEADER_CHARS, PredictionFanOut, combined_request_id
+from servekit.testing import authorized, png_bytes, wait_for_job
+from tests.conftest import start_gateway, start_service
+
+API = authorized()
 
 
 class KnownModels:
@@ -82,3 +89,41 @@ def test_the_batch_limit_is_bounded(monkeypatch):
     monkeypatch.setenv("GATEWAY_MAX_BATCH", "0")
     assert GatewaySettings.from_env().max_batch == 1
     assert np.isfinite(MAX_BATCH_LIMIT)
+
+
+def test_a_service_refusing_a_batch_still_answers_each_upload_alone(tmp_path, digits):
+    """A torch service that takes one image per call (MAX_INFER_BATCH=1) behind the gateway: concurrent uploads
+    that went out as one fan-out are refused as a batch (400) and asked again one by one, so every upload gets
+    the torch model's answer, not an error."""
+    service = start_service("torch", tmp_path / "models", MAX_INFER_BATCH="1")
+    gateway = None
+    try:
+        job = API.post(service.url + "/train", json={"model": "torch", "epochs": 1, "train_limit": 1000}, timeout=30)
+        assert wait_for_job(service.url + job.json()["status_url"], timeout=600)["status"] == "succeeded"
+        gateway = start_gateway({"torch": service.url}, tmp_path / "gateway")
+        images, _ = digits
+        sizes = []
+        for _ in range(3):  # until a fan-out carries several uploads (one round nearly always does)
+            barrier = threading.Barrier(10)
+
+            def ask(index, barrier=barrier):
+                barrier.wait(30)
+                png = {"image": ("digit.png", png_bytes(images[index]), "image/png")}
+                return API.post(gateway.url + "/predict", files=png, timeout=120)
+
+            with ThreadPoolExecutor(10) as pool:
+                answers = list(pool.map(ask, range(10)))
+            for response in answers:
+                assert response.status_code == 200, response.text
+                (prediction,) = response.json()["predictions"]
+                assert "label" in prediction, prediction  # the torch model's answer, not the batch's refusal
+                sizes.append(response.json()["batch"]["images"])
+            if max(sizes) > 1:
+                break
+        assert max(sizes) > 1, sizes
+        refused = [line for line in service.log_tail(2000).splitlines() if '"status": 400' in line]
+        assert refused, "no batched call was refused: the test did not exercise the retry"
+    finally:
+        if gateway:
+            gateway.stop()
+        service.stop()
