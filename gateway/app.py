@@ -22,6 +22,7 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from servekit.app import install_error_handlers
 from servekit.auth import inference, install_auth, load_auth, read_token
 from servekit.backend import TrainConfig
+from servekit.batching import describe_batching
 from servekit.errors import ApiError, BadRequest
 from servekit.inputs import (
     TRAIN_REQUEST_FIELDS,
@@ -101,7 +102,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         announce_page_url(auth.token, settings.public_url)
     predictions_fan_out = PredictionFanOut(directory, settings.predict_timeout_s, settings.max_batch,
                                            settings.batch_window_ms / 1000.0,
-                                           on_batch=metrics.fan_out_batch_size.observe)
+                                           on_batch=lambda images, seconds: metrics.fan_out_batch_size.observe(images))
     benchmarks = Slots(1, "benchmark is", status=409, retry_after_s=30)  # two would measure each other
     evaluations = Slots(settings.max_evaluations, "evaluations are")
 
@@ -122,8 +123,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         up = directory.fan_out(lambda c: c.call("GET", "/health", STATUS_TIMEOUT_S).body)
         answering = [name for name, result in up.items() if not isinstance(result, Exception)]
         return jsonify(status="ok", services=len(up), services_up=len(answering),
-                       batching={"max_batch": settings.max_batch, "window_ms": settings.batch_window_ms,
-                                 "enabled": predictions_fan_out.batcher.enabled})
+                       batching=describe_batching(settings.max_batch, settings.batch_window_ms))
 
     @app.get("/services")
     @documented(response=SERVICES)

@@ -11,7 +11,6 @@ the gateway spends per request; the services then run one model call per batch.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -21,7 +20,7 @@ from servekit.batching import BatchResult, DynamicBatcher
 from servekit.observability import REQUEST_ID_HEADER
 from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
 
-from .clients import Reply, ServiceDirectory, ServiceError
+from .clients import Reply, ServiceClient, ServiceDirectory, ServiceError
 
 MAX_ID_CHARS = 64  # of each request id in a batch's combined X-Request-ID
 MAX_IDS_HEADER_CHARS = 4096  # the combined header at most: half of gunicorn's 8,190-byte limit per header field
@@ -32,11 +31,11 @@ class PredictionFanOut:
 
     ``max_batch`` images per fan-out at most (GATEWAY_MAX_BATCH; at most the services' MAX_INFER_BATCH),
     ``window_s`` the longest wait for uploads still being decoded (0 turns batching off);
-    ``on_batch(images)`` is told the size of every fan-out.
+    ``on_batch(images, seconds)`` is told the size and duration of every fan-out.
     """
 
     def __init__(self, directory: ServiceDirectory, timeout_s: float, max_batch: int, window_s: float,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None):
         self.directory, self.timeout_s = directory, timeout_s
         self.batcher = DynamicBatcher(self._fan_out, max_batch, window_s, on_batch=on_batch)
 
@@ -51,11 +50,8 @@ class PredictionFanOut:
 
     def _fan_out(self, images: np.ndarray, request_ids: list[str]) -> tuple[list[list[dict]], None]:
         """One call per service with all the images; each image's entries (a row per image)."""
-        body = input_to_tensor(images)
-        headers = {REQUEST_ID_HEADER: combined_request_id(request_ids), "Content-Type": TENSOR_MEDIA_TYPE}
-        answers = self.directory.fan_out(
-            lambda client: client.call("POST", "/predict", self.timeout_s, headers=headers, data=body)
-        )
+        body = input_to_tensor(images)  # once, the same bytes for every service
+        answers = self.directory.fan_out(lambda client: self._ask(client, body, request_ids))
         rows: list[list[dict]] = [[] for _ in range(len(images))]
         for service, answer in answers.items():
             if len(images) > 1 and refused_the_batch(answer):
@@ -68,12 +64,15 @@ class PredictionFanOut:
                 row.extend(entries)
         return rows, None
 
+    def _ask(self, client: ServiceClient, body: bytes, request_ids: list[str]) -> Reply:
+        """One /predict call with images as raw float32 pixels (``body``); ServiceError when it failed."""
+        headers = {REQUEST_ID_HEADER: combined_request_id(request_ids), "Content-Type": TENSOR_MEDIA_TYPE}
+        return client.call("POST", "/predict", self.timeout_s, headers=headers, data=body)
+
     def _ask_alone(self, service: str, image: np.ndarray, request_id: str) -> list[dict]:
         """One image's entries from one service, asked on its own."""
-        headers = {REQUEST_ID_HEADER: combined_request_id([request_id]), "Content-Type": TENSOR_MEDIA_TYPE}
         try:
-            answer = self.directory.clients[service].call("POST", "/predict", self.timeout_s, headers=headers,
-                                                          data=input_to_tensor(image))
+            answer = self._ask(self.directory.clients[service], input_to_tensor(image), [request_id])
         except ServiceError as exc:
             answer = exc
         return self._entries_by_image(service, answer, 1)[0]
@@ -83,29 +82,23 @@ class PredictionFanOut:
         if isinstance(answer, Exception):
             errors = error_entries(self.directory, service, answer)
             return [[dict(entry) for entry in errors] for _ in range(images)]
-        predictions = answer.body["predictions"]
         roundtrip_ms = round(answer.roundtrip_ms, 3)
-        # A service answers model by model, each model's rows in image order. A model with another number of
-        # rows than images cannot be matched to them: every image gets an error for it, never a neighbour's row.
-        answered = Counter(p["model"] for p in predictions if "error" not in p)
-        rows: list[list[dict]] = [[] for _ in range(images)]
-        next_image: Counter[str] = Counter()
-        mismatched: set[str] = set()
-        for prediction in predictions:
-            model = prediction["model"]
+        by_model: dict[str, list[dict]] = {}  # a service answers model by model, each model's rows in image order
+        for prediction in answer.body["predictions"]:
             entry = {**prediction, "service": service, "roundtrip_ms": roundtrip_ms}
-            if "error" not in prediction and answered[model] == images:
-                rows[next_image[model]].append(entry)
-                next_image[model] += 1
+            by_model.setdefault(prediction["model"], []).append(entry)
+        rows: list[list[dict]] = [[] for _ in range(images)]
+        for model, entries in by_model.items():
+            errors = [entry for entry in entries if "error" in entry]  # a model not ready says so once
+            if not errors and len(entries) == images:
+                for row, entry in zip(rows, entries, strict=True):
+                    row.append(entry)
                 continue
-            if "error" not in prediction:
-                if model in mismatched:
-                    continue
-                mismatched.add(model)
-                entry = {"model": model, "service": service,
-                         "error": f"{service} answered {answered[model]} rows of {model} for {images} images"}
-            for row in rows:  # an error (a model not ready, rows that do not match) reaches every image
-                row.append(dict(entry))
+            if not errors:  # rows that cannot be matched to the images: an error, never a neighbour's row
+                errors = [{"model": model, "service": service,
+                           "error": f"{service} answered {len(entries)} rows of {model} for {images} images"}]
+            for row in rows:
+                row.extend(dict(error) for error in errors)
         return rows
 
 
@@ -114,8 +107,8 @@ def refused_the_batch(answer: Reply | Exception) -> bool:
 
     Not 429 (asking once per image would only add load) and not 5xx (down or not ready: the same for each).
     """
-    return isinstance(answer, ServiceError) and answer.status is not None and 400 <= answer.status < 500 \
-        and answer.status != 429
+    status = answer.status if isinstance(answer, ServiceError) else None
+    return status is not None and 400 <= status < 500 and status != 429
 
 
 def combined_request_id(request_ids: list[str]) -> str:

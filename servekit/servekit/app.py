@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 
 import numpy as np
 from flask import Flask, Response, jsonify, request
@@ -25,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from .auth import inference, install_auth, load_auth
 from .backend import Backend, FrameworkInfo, TrainConfig
+from .batching import describe_batching
 from .errors import ApiError, Conflict
 from .images import grid_png_base64, png_base64
 from .inference_protocol import inference_protocol_blueprint
@@ -127,7 +127,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
 
     serving = watcher = trainer = None
     if settings.serves:
-        serving = Serving(service, on_batch=lambda model, images: metrics.batch_size.labels(model).observe(images))
+        serving = Serving(service, on_batch=metrics.observe_model_call)
         watcher = RepositoryWatcher(service.repository, service.models, settings.model_poll_s)
         watcher.sync()  # serve what is promoted from the first request on
         watcher.start()
@@ -137,7 +137,7 @@ def create_app(backend_classes: list[type[Backend]], info: FrameworkInfo, settin
 
     _register_common_routes(app, service, metrics, trainer, watcher)
     if serving:
-        _register_serving_routes(app, service, serving, metrics)
+        _register_serving_routes(app, service, serving)
         install_rate_limit(app, settings.rate_limit)
     else:
         _refuse(app, ["/predict", "/evaluate"], "POST", f"this is the {info.framework} trainer; predictions and "
@@ -173,8 +173,7 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
             data_sha256=service.data.sha256 if service.data else None,
             data_error=service.data_error,
             threads={**info.threads, "workers": settings.workers, "cpu_limit": settings.cpu_limit},
-            batching={"max_batch": settings.max_batch, "window_ms": settings.batch_window_ms,
-                      "enabled": settings.max_batch > 1 and settings.batch_window_ms > 0},
+            batching=describe_batching(settings.max_batch, settings.batch_window_ms),
             versions=info.versions,
             models={entry["name"]: entry["ready"] for entry in entries},
             model_versions={entry["name"]: entry["version"] for entry in entries},
@@ -245,12 +244,8 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
         return jsonify(build_openapi(app, f"{info.framework} model service ({settings.role})", info.version))
 
 
-def _register_serving_routes(app: Flask, service: ModelService, serving: Serving, metrics: ServiceMetrics) -> None:
-    def record_inference(model: str, seconds: float, count: int) -> None:
-        metrics.inference_seconds.labels(model).observe(seconds)
-        metrics.predictions.labels(model).inc(count)
-
-    app.register_blueprint(inference_protocol_blueprint(serving, record_inference))
+def _register_serving_routes(app: Flask, service: ModelService, serving: Serving) -> None:
+    app.register_blueprint(inference_protocol_blueprint(serving))
     app.register_blueprint(parity_blueprint(service))
     evaluations = Slots(service.settings.max_evaluations, "evaluations are")
 
@@ -273,12 +268,7 @@ def _register_serving_routes(app: Flask, service: ModelService, serving: Serving
         model = request.args.get("model")
         with serving.incoming(model):
             x = predict_input(request, max_images=service.settings.max_infer_batch)
-        predictions = serving.predict(x, model)
-        images = Counter(p["model"] for p in predictions if "inference_ms" in p)
-        for p in predictions:
-            if p["model"] in images:  # one model call per model: its time once, all its images
-                record_inference(p["model"], p["inference_ms"] / 1000.0, images.pop(p["model"]))
-        return jsonify(predictions=predictions)
+        return jsonify(predictions=serving.predict(x, model))
 
 
 def _register_training_routes(app: Flask, trainer: Trainer) -> None:

@@ -32,6 +32,11 @@ import numpy as np
 BatchFunction = Callable[[np.ndarray, list[str]], tuple[Sequence[Any], Any]]
 
 
+def describe_batching(max_batch: int, window_ms: float) -> dict:
+    """Batching settings as /health shows them (the services' MAX_BATCH, BATCH_WINDOW_MS; the gateway's)."""
+    return {"max_batch": max_batch, "window_ms": window_ms, "enabled": max_batch > 1 and window_ms > 0}
+
+
 @dataclass
 class BatchResult:
     """One request's rows of a batched call, and what the call was."""
@@ -60,13 +65,13 @@ class DynamicBatcher:
     """Queues one model's requests and runs them in batches of at most ``max_batch`` images.
 
     ``window_s`` 0 (or ``max_batch`` 1) turns batching off: every request is its own call.
-    ``on_batch(images)`` is told the size of every call (for the /metrics histogram).
+    ``on_batch(images, seconds)`` is told the size and duration of every call (for /metrics).
     """
 
     def __init__(self, run: BatchFunction, max_batch: int, window_s: float,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None):
         self.run, self.max_batch, self.window_s = run, max(1, max_batch), max(0.0, window_s)
-        self.on_batch = on_batch or (lambda images: None)
+        self.on_batch = on_batch or (lambda images, seconds: None)
         self._changed = threading.Condition()
         self._queue: deque[_Pending] = deque()
         self._leading = False
@@ -154,7 +159,7 @@ class DynamicBatcher:
             images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
             outputs, tag = self.run(images, [p.request_id for p in batch])
             inference_ms = (time.perf_counter() - started) * 1000.0
-            self.on_batch(len(images))
+            self.on_batch(len(images), inference_ms / 1000.0)
             offset = 0
             for pending in batch:
                 rows = len(pending.images)

@@ -18,8 +18,8 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
 
-def inference_protocol_blueprint(serving: Serving, on_inference) -> Blueprint:
-    """Routes under /v2 for ``serving``'s models; ``on_inference(model, seconds, count)`` records metrics."""
+def inference_protocol_blueprint(serving: Serving) -> Blueprint:
+    """Routes under /v2 for ``serving``'s models (their model calls are counted by ``serving``'s batchers)."""
     v2 = Blueprint("v2", __name__, url_prefix="/v2")
     service = serving.service
 
@@ -72,7 +72,6 @@ def inference_protocol_blueprint(serving: Serving, on_inference) -> Blueprint:
             x = _input_tensor(body, service.settings.max_infer_batch)
         result = serving.infer(served, x)
         probabilities = result.outputs
-        on_inference(served.name, result.inference_ms / 1000.0, len(x))
         response = {
             "model_name": served.name,
             "model_version": str(result.tag),

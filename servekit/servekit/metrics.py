@@ -72,6 +72,12 @@ class ServiceMetrics(RequestMetrics):
         self.training_epoch = Gauge("training_epoch", "Epoch of the running job (0 when idle)", registry=self.registry)
         self.training_step = Gauge("training_step", "Step of the running job (0 when idle)", registry=self.registry)
 
+    def observe_model_call(self, model: str, images: int, seconds: float) -> None:
+        """Record one model call (a dynamic batch): its size, its duration, the images it predicted."""
+        self.batch_size.labels(model).observe(images)
+        self.inference_seconds.labels(model).observe(seconds)
+        self.predictions.labels(model).inc(images)
+
 
 class GatewayMetrics(RequestMetrics):
     """The gateway's metrics: requests, and every call it makes to a service."""

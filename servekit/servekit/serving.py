@@ -20,16 +20,16 @@ class Serving:
     """Answers /evaluate and /predict from the versions the watcher installed.
 
     Predictions go through one dynamic batcher per model (``MAX_BATCH``, ``BATCH_WINDOW_MS``);
-    ``on_batch(model, images)`` is told the size of every model call.
+    ``on_batch(model, images, seconds)`` is told the size and duration of every model call.
     """
 
-    def __init__(self, service: ModelService, on_batch: Callable[[str, int], None] | None = None):
+    def __init__(self, service: ModelService, on_batch: Callable[[str, int, float], None] | None = None):
         self.service = service
         settings = service.settings
-        on_batch = on_batch or (lambda model, images: None)
+        on_batch = on_batch or (lambda model, images, seconds: None)
         self.batchers = {
             name: DynamicBatcher(self._runner(served), settings.max_batch, settings.batch_window_ms / 1000.0,
-                                 on_batch=lambda images, name=name: on_batch(name, images))
+                                 on_batch=lambda images, seconds, name=name: on_batch(name, images, seconds))
             for name, served in service.models.items()
         }
 

@@ -51,7 +51,7 @@ def run_concurrently(batcher: DynamicBatcher, values: list[float]) -> dict[float
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows():
     model, sizes = RecordingModel(), []
-    batcher = DynamicBatcher(model, max_batch=8, window_s=0.05, on_batch=sizes.append)
+    batcher = DynamicBatcher(model, max_batch=8, window_s=0.05, on_batch=lambda images, seconds: sizes.append(images))
     values = [i / 100 for i in range(40)]
     results = run_concurrently(batcher, values)
     assert sorted(results) == values
@@ -147,7 +147,7 @@ def test_outputs_may_be_a_list_and_the_batch_function_gets_the_request_ids_in_or
 def test_a_failure_after_the_model_call_reaches_the_batch_and_leaves_the_batcher_working():
     failing = {"on": True}
 
-    def count(images: int) -> None:  # the metrics hook, failing once
+    def count(images: int, seconds: float) -> None:  # the metrics hook, failing once
         if failing["on"]:
             raise ValueError("metrics broke")
 
