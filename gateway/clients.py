@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import urllib3
@@ -20,6 +21,7 @@ from urllib3.exceptions import (
 
 from servekit.errors import ApiError, NotFound
 
+from .concurrent_http import Answer, Outgoing, TransportFailure, send_all
 from .discovery import Replica, ReplicaSet, Resolver
 from .pools import BoundedPool, PoolTimeout
 
@@ -121,11 +123,18 @@ class ServiceClient:
         ok = error is None or (error.status is not None and error.status < 500)
         self.on_call(self.name, path, time.perf_counter() - started, ok)
 
-    def _call(self, method: str, path: str, timeout: float, headers: dict | None, **kwargs) -> Reply:
+    def _call(self, method: str, path: str, timeout: float, headers: dict | None,
+              order: list[Replica] | None = None, unreachable: tuple[Replica, str] | None = None, **kwargs) -> Reply:
+        """The request to each replica in ``order`` (default: the replica set's) until one answers.
+
+        ``unreachable``: a replica already tried, and why it gave no answer (it is not tried again).
+        """
         started = time.perf_counter()
-        order = self.replica_set.order()
-        tried, errors = [], []
+        order = order or self.replica_set.order()
+        tried, errors = ([unreachable[0].url], [unreachable[1]]) if unreachable else ([], [])
         for replica in order:
+            if replica.url in tried:
+                continue
             if tried and time.perf_counter() - started >= timeout:
                 break  # the caller's time is up (replicas that took the whole connect timeout each)
             try:
@@ -141,6 +150,41 @@ class ServiceClient:
         if resolved_from:
             where += f", resolved from {', '.join(resolved_from)}"
         raise ServiceError(f"{self.name} is unreachable at {where}: {', '.join(dict.fromkeys(errors))}")
+
+    def outgoing(self, replica: Replica, method: str, path: str, timeout: float, headers: dict | None,
+                 data: bytes | None) -> Outgoing:
+        """The request ``_attempt`` would send to ``replica``, for sending with others at once (send_all)."""
+        return Outgoing(method, replica.url + path, {**self.headers, **(headers or {})}, data, timeout,
+                        min(timeout, CONNECT_TIMEOUT_S))
+
+    def finish(self, order: list[Replica], outcome: Answer | TransportFailure, method: str, path: str,
+               timeout: float, headers: dict | None, data: bytes | None, started: float) -> Reply:
+        """The Reply to a request sent by send_all to ``order[0]``, as ``call`` would give it: when that
+        replica gave no answer, the others in ``order`` are tried here, one after another."""
+        try:
+            try:
+                reply = self._settle(order[0], outcome, timeout)
+            except _Unreachable as exc:
+                reply = self._call(method, path, timeout, headers, order=order, unreachable=(order[0], str(exc)),
+                                   data=data)
+        except ServiceError as exc:
+            self._observe(path, started, exc)
+            raise
+        self._observe(path, started, None)
+        return reply
+
+    def _settle(self, replica: Replica, outcome: Answer | TransportFailure, timeout: float) -> Reply:
+        """What one replica's send_all outcome means, with the same errors and replica marks as _attempt."""
+        if isinstance(outcome, Answer):
+            return self._answered(replica, outcome.status, outcome.data, outcome.seconds * 1000.0,
+                                  _reason(outcome.status))
+        if outcome.timed_out:
+            self.replica_set.mark_failed(replica, f"no answer within {timeout:g} s")
+            raise ServiceError(f"{self.name} did not answer within {timeout:g} s (at {replica.url})")
+        self.replica_set.mark_failed(replica, outcome.kind)
+        if outcome.unreachable:
+            raise _Unreachable(outcome.kind)
+        raise ServiceError(f"{self.name} failed at {replica.url}: {outcome}")
 
     def _attempt(self, replica: Replica, method: str, path: str, timeout: float, headers: dict | None = None,
                  json: Any = None, data: bytes | None = None) -> Reply:
@@ -171,16 +215,26 @@ class ServiceClient:
             self.replica_set.mark_failed(replica, type(exc).__name__)
             raise ServiceError(f"{self.name} failed at {replica.url}: {type(exc).__name__}") from None
         roundtrip_ms = (time.perf_counter() - started) * 1000.0
+        return self._answered(replica, response.status, response.data, roundtrip_ms, response.reason)
+
+    def _answered(self, replica: Replica, status: int, data: bytes, roundtrip_ms: float, reason: str) -> Reply:
+        """A replica's HTTP answer as a Reply; ServiceError (with the service's message) for an error status."""
         self.replica_set.mark_ok(replica)  # any HTTP answer, error statuses included, means it is up
         try:
-            answer = json_module.loads(response.data)
+            answer = json_module.loads(data)
         except ValueError:
-            status = response.status
             raise ServiceError(f"{self.name} answered {status} without JSON", status) from None
-        if response.status >= 400:
+        if status >= 400:
             message = answer.get("error") if isinstance(answer, dict) else None
-            raise ServiceError(f"{self.name}: {message or response.reason}", response.status)
+            raise ServiceError(f"{self.name}: {message or reason}", status)
         return Reply(answer, roundtrip_ms, replica.url)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"status {status}"
 
 
 def _encode(json_body: Any, data: bytes | None, headers: dict) -> tuple[bytes | None, dict]:
@@ -244,6 +298,27 @@ class ServiceDirectory:
             except Exception as exc:
                 results[name] = exc
         return {name: results[name] for name in names}
+
+    def post_to_each(self, path: str, body: bytes, headers: dict, timeout: float,
+                     services: list[str] | None = None) -> dict[str, Reply | Exception]:
+        """The same POST to every (or the named) service at once, all in flight together from the calling
+        thread (concurrent_http: no pool threads); each service's Reply, or the exception ``call`` would raise.
+
+        A service whose chosen replica gives no answer is asked through its other replicas, as by ``call``.
+        """
+        names = services if services is not None else list(self.clients)
+        started = time.perf_counter()
+        orders = {name: self.clients[name].replica_set.order() for name in names}
+        requests = [self.clients[name].outgoing(order[0], "POST", path, timeout, headers, body)
+                    for name, order in orders.items()]
+        results: dict[str, Reply | Exception] = {}
+        for (name, order), outcome in zip(orders.items(), send_all(requests), strict=True):
+            try:
+                results[name] = self.clients[name].finish(order, outcome, "POST", path, timeout, headers, body,
+                                                          started)
+            except Exception as exc:  # each service's failure is reported in its own entry
+                results[name] = exc
+        return results
 
     def trainer(self, service: str) -> ServiceClient:
         """The client of the service's trainer; NotFound when TRAINER_URLS names none for it."""

@@ -20,7 +20,7 @@ from servekit.batching import BatchResult, DynamicBatcher
 from servekit.observability import REQUEST_ID_HEADER
 from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
 
-from .clients import Reply, ServiceClient, ServiceDirectory, ServiceError
+from .clients import Reply, ServiceDirectory, ServiceError
 
 MAX_ID_CHARS = 64  # of each request id in a batch's combined X-Request-ID
 MAX_IDS_HEADER_CHARS = 4096  # the combined header at most: half of gunicorn's 8,190-byte limit per header field
@@ -51,7 +51,7 @@ class PredictionFanOut:
     def _fan_out(self, images: np.ndarray, request_ids: list[str]) -> tuple[list[list[dict]], None]:
         """One call per service with all the images; each image's entries (a row per image)."""
         body = input_to_tensor(images)  # once, the same bytes for every service
-        answers = self.directory.fan_out(lambda client: self._ask(client, body, request_ids))
+        answers = self.directory.post_to_each("/predict", body, self._headers(request_ids), self.timeout_s)
         rows: list[list[dict]] = [[] for _ in range(len(images))]
         for service, answer in answers.items():
             if len(images) > 1 and refused_the_batch(answer):
@@ -64,15 +64,17 @@ class PredictionFanOut:
                 row.extend(entries)
         return rows, None
 
-    def _ask(self, client: ServiceClient, body: bytes, request_ids: list[str]) -> Reply:
-        """One /predict call with images as raw float32 pixels (``body``); ServiceError when it failed."""
-        headers = {REQUEST_ID_HEADER: combined_request_id(request_ids), "Content-Type": TENSOR_MEDIA_TYPE}
-        return client.call("POST", "/predict", self.timeout_s, headers=headers, data=body)
+    @staticmethod
+    def _headers(request_ids: list[str]) -> dict[str, str]:
+        """The headers of a /predict call with images as raw float32 pixels, for the requests ``request_ids``."""
+        return {REQUEST_ID_HEADER: combined_request_id(request_ids), "Content-Type": TENSOR_MEDIA_TYPE}
 
     def _ask_alone(self, service: str, image: np.ndarray, request_id: str) -> list[dict]:
         """One image's entries from one service, asked on its own."""
+        client = self.directory.clients[service]
         try:
-            answer = self._ask(self.directory.clients[service], input_to_tensor(image), [request_id])
+            answer = client.call("POST", "/predict", self.timeout_s, headers=self._headers([request_id]),
+                                 data=input_to_tensor(image))
         except ServiceError as exc:
             answer = exc
         return self._entries_by_image(service, answer, 1)[0]
