@@ -12,6 +12,7 @@ per thread, so no two threads ever share a libcurl handle.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,8 +109,20 @@ def _start(multi: pycurl.CurlMulti, request: Outgoing) -> tuple[pycurl.Curl, Byt
     curl.setopt(pycurl.TIMEOUT_MS, max(1, int(request.timeout_s * 1000)))
     curl.setopt(pycurl.NOSIGNAL, 1)  # timeouts without signals: several threads use libcurl
     curl.setopt(pycurl.PROXY, "")  # the services are reached directly, as by urllib3, whatever http_proxy says
+    if request.url.startswith("https:"):
+        _trust_what_python_trusts(curl)
     multi.add_handle(curl)
     return curl, buffer
+
+
+def _trust_what_python_trusts(curl: pycurl.Curl) -> None:
+    """Verify an https service against Python's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured), as the
+    urllib3 calls do, not against wherever the wheel's libcurl was built to look."""
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile:
+        curl.setopt(pycurl.CAINFO, paths.cafile)
+    if paths.capath:
+        curl.setopt(pycurl.CAPATH, paths.capath)
 
 
 def _run(multi: pycurl.CurlMulti) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -138,3 +140,25 @@ def test_post_to_each_reports_each_services_failure_in_its_own_entry(servers):
     answers = directory.post_to_each("/echo", b"x", {}, 5.0)
     assert isinstance(answers["gone"], ServiceError) and "unreachable" in str(answers["gone"])
     assert answers["fine"].body["body"] == "x" and answers["missing"].body["body"] == "x"
+
+
+def test_https_services_are_verified_against_pythons_trust_store(tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads, server.client_ports = True, set()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = f"https://localhost:{server.server_address[1]}/echo"
+        (untrusted,) = send_all([post(target)])  # a self-signed certificate nobody said to trust
+        assert isinstance(untrusted, TransportFailure) and not untrusted.unreachable
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # Python's own way to name the trusted CAs
+        (trusted,) = send_all([post(target, body=b"over tls")])
+        assert isinstance(trusted, Answer) and json.loads(trusted.data)["body"] == "over tls"
+    finally:
+        server.shutdown()
