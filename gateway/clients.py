@@ -6,7 +6,7 @@ import json as json_module
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -120,21 +120,18 @@ class ServiceClient:
         return reply
 
     def _observe(self, path: str, started: float, error: ServiceError | None) -> None:
+        self.observe(path, time.perf_counter() - started, error)
+
+    def observe(self, path: str, seconds: float, error: ServiceError | None) -> None:
+        """Tell ``on_call`` (the gateway's metrics) how a call went: an error status below 500 is an answer."""
         ok = error is None or (error.status is not None and error.status < 500)
-        self.on_call(self.name, path, time.perf_counter() - started, ok)
+        self.on_call(self.name, path, seconds, ok)
 
-    def _call(self, method: str, path: str, timeout: float, headers: dict | None,
-              order: list[Replica] | None = None, unreachable: tuple[Replica, str] | None = None, **kwargs) -> Reply:
-        """The request to each replica in ``order`` (default: the replica set's) until one answers.
-
-        ``unreachable``: a replica already tried, and why it gave no answer (it is not tried again).
-        """
+    def _call(self, method: str, path: str, timeout: float, headers: dict | None, **kwargs) -> Reply:
         started = time.perf_counter()
-        order = order or self.replica_set.order()
-        tried, errors = ([unreachable[0].url], [unreachable[1]]) if unreachable else ([], [])
+        order = self.replica_set.order()
+        tried, errors = [], []
         for replica in order:
-            if replica.url in tried:
-                continue
             if tried and time.perf_counter() - started >= timeout:
                 break  # the caller's time is up (replicas that took the whole connect timeout each)
             try:
@@ -142,6 +139,10 @@ class ServiceClient:
             except _Unreachable as exc:
                 tried.append(replica.url)
                 errors.append(str(exc))
+        raise self.unreachable_error(order, tried, errors)
+
+    def unreachable_error(self, order: list[Replica], tried: list[str], errors: list[str]) -> ServiceError:
+        """The error of a call that no replica answered: where it was tried, and why each gave no answer."""
         where = ", ".join(tried)
         if len(order) > 1:
             where += f" ({len(tried)} of {len(order)} replicas tried)"
@@ -149,7 +150,7 @@ class ServiceClient:
         resolved_from = [url for url in self.replica_set.base_urls if url not in addresses]
         if resolved_from:
             where += f", resolved from {', '.join(resolved_from)}"
-        raise ServiceError(f"{self.name} is unreachable at {where}: {', '.join(dict.fromkeys(errors))}")
+        return ServiceError(f"{self.name} is unreachable at {where}: {', '.join(dict.fromkeys(errors))}")
 
     def outgoing(self, replica: Replica, method: str, path: str, timeout: float, headers: dict | None,
                  data: bytes | None) -> Outgoing:
@@ -157,24 +158,9 @@ class ServiceClient:
         return Outgoing(method, replica.url + path, {**self.headers, **(headers or {})}, data, timeout,
                         min(timeout, CONNECT_TIMEOUT_S))
 
-    def finish(self, order: list[Replica], outcome: Answer | TransportFailure, method: str, path: str,
-               timeout: float, headers: dict | None, data: bytes | None, started: float) -> Reply:
-        """The Reply to a request sent by send_all to ``order[0]``, as ``call`` would give it: when that
-        replica gave no answer, the others in ``order`` are tried here, one after another."""
-        try:
-            try:
-                reply = self._settle(order[0], outcome, timeout)
-            except _Unreachable as exc:
-                reply = self._call(method, path, timeout, headers, order=order, unreachable=(order[0], str(exc)),
-                                   data=data)
-        except ServiceError as exc:
-            self._observe(path, started, exc)
-            raise
-        self._observe(path, started, None)
-        return reply
-
-    def _settle(self, replica: Replica, outcome: Answer | TransportFailure, timeout: float) -> Reply:
-        """What one replica's send_all outcome means, with the same errors and replica marks as _attempt."""
+    def settle(self, replica: Replica, outcome: Answer | TransportFailure, timeout: float) -> Reply:
+        """What a replica's send_all outcome means, with _attempt's errors and replica marks: the Reply,
+        ServiceError, or _Unreachable when the request never reached it (another replica may take it)."""
         if isinstance(outcome, Answer):
             return self._answered(replica, outcome.status, outcome.data, outcome.seconds * 1000.0,
                                   _reason(outcome.status))
@@ -228,6 +214,23 @@ class ServiceClient:
             message = answer.get("error") if isinstance(answer, dict) else None
             raise ServiceError(f"{self.name}: {message or reason}", status)
         return Reply(answer, roundtrip_ms, replica.url)
+
+
+@dataclass
+class _Tries:
+    """A service's replicas in the order to try them for one request, those tried, and the time it took."""
+
+    order: list[Replica]
+    urls: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def next_replica(self) -> Replica | None:
+        return self.order[len(self.urls)] if len(self.urls) < len(self.order) else None
+
+    def failed(self, replica: Replica, error: str) -> None:
+        self.urls.append(replica.url)
+        self.errors.append(error)
 
 
 def _reason(status: int) -> str:
@@ -304,21 +307,40 @@ class ServiceDirectory:
         """The same POST to every (or the named) service at once, all in flight together from the calling
         thread (concurrent_http: no pool threads); each service's Reply, or the exception ``call`` would raise.
 
-        A service whose chosen replica gives no answer is asked through its other replicas, as by ``call``.
+        As with ``call``, a replica that the request never reached is followed by the service's next one: the
+        services still unanswered go again together, until each has an answer, its replicas are all tried or
+        ``timeout`` has passed.
         """
-        names = services if services is not None else list(self.clients)
         started = time.perf_counter()
-        orders = {name: self.clients[name].replica_set.order() for name in names}
-        requests = [self.clients[name].outgoing(order[0], "POST", path, timeout, headers, body)
-                    for name, order in orders.items()]
+        tries = {name: _Tries(self.clients[name].replica_set.order())
+                 for name in (services if services is not None else self.clients)}
         results: dict[str, Reply | Exception] = {}
-        for (name, order), outcome in zip(orders.items(), send_all(requests), strict=True):
+        waiting = list(tries)
+        while waiting:
+            sending = [(name, tries[name].next_replica()) for name in waiting]
             try:
-                results[name] = self.clients[name].finish(order, outcome, "POST", path, timeout, headers, body,
-                                                          started)
-            except Exception as exc:  # each service's failure is reported in its own entry
-                results[name] = exc
-        return results
+                outcomes = send_all([self.clients[name].outgoing(replica, "POST", path, timeout, headers, body)
+                                     for name, replica in sending])
+            except ValueError as exc:  # a header that cannot be sent: the same for every service
+                results.update({name: ServiceError(f"{name}: {exc}") for name in waiting})
+                break
+            waiting = []
+            for (name, replica), outcome in zip(sending, outcomes, strict=True):
+                client, tried = self.clients[name], tries[name]
+                tried.seconds += outcome.seconds
+                try:
+                    results[name] = client.settle(replica, outcome, timeout)
+                except _Unreachable as exc:
+                    tried.failed(replica, str(exc))
+                    if tried.next_replica() and time.perf_counter() - started < timeout:
+                        waiting.append(name)
+                        continue
+                    results[name] = client.unreachable_error(tried.order, tried.urls, tried.errors)
+                except ServiceError as exc:
+                    results[name] = exc
+                error = results[name]
+                client.observe(path, tried.seconds, error if isinstance(error, ServiceError) else None)
+        return {name: results[name] for name in tries}
 
     def trainer(self, service: str) -> ServiceClient:
         """The client of the service's trainer; NotFound when TRAINER_URLS names none for it."""

@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -16,10 +17,12 @@ from gateway.concurrent_http import Answer, Outgoing, TransportFailure, send_all
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """POST echoes what it got as JSON; /together answers only once every server of the test has its request;
-    /missing is a JSON 404; /silent never answers; /hangup closes the connection without a word."""
+    """POST echoes what it got as JSON (the body as Latin-1 text); /together answers only once every server of
+    the test has its request; /missing is a JSON 404; /silent never answers; anything waits ``server.delay`` s;
+    /hangup closes the connection without a word."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn and waitress
+    timeout = 3  # an idle kept-alive connection is closed, so that none outlives its test
 
     def do_POST(self):
         self.server.client_ports.add(self.client_address[1])
@@ -30,7 +33,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/hangup":
             self.close_connection = True
             return
-        status, answer = 200, {"body": body.decode(), "auth": self.headers.get("Authorization"),
+        time.sleep(self.server.delay)
+        status, answer = 200, {"body": body.decode("latin-1"), "auth": self.headers.get("Authorization"),
                                "id": self.headers.get("X-Request-ID"), "expect": self.headers.get("Expect")}
         if self.path == "/together":
             try:
@@ -58,13 +62,14 @@ def servers():
     for _ in range(3):
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        server.barrier, server.release, server.client_ports = barrier, threading.Event(), set()
+        server.barrier, server.release, server.client_ports, server.delay = barrier, threading.Event(), set(), 0.0
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
     yield started
     for server in started:
         server.release.set()
         server.shutdown()
+        server.server_close()
 
 
 def url(server, path: str) -> str:
@@ -103,8 +108,8 @@ def test_failures_are_told_apart_per_request(servers):
     ])
     timed_out, hung_up, refused, missing = results
     assert isinstance(timed_out, TransportFailure) and timed_out.timed_out and not timed_out.unreachable
-    assert isinstance(hung_up, TransportFailure) and hung_up.unreachable
-    assert isinstance(refused, TransportFailure) and refused.unreachable and refused.kind == "ConnectionRefusedError"
+    assert isinstance(hung_up, TransportFailure) and hung_up.unreachable and hung_up.kind == "RemoteDisconnected"
+    assert isinstance(refused, TransportFailure) and refused.unreachable and refused.kind == "NewConnectionError"
     assert isinstance(missing, Answer) and missing.status == 404
     assert json.loads(missing.data) == {"error": "no such thing"}
 
@@ -122,7 +127,7 @@ def test_post_to_each_tries_the_next_replica_when_the_first_is_unreachable(serve
     down = f"http://127.0.0.1:{free_port()}"
     up = url(servers[0], "")
     directory = ServiceDirectory({"a": [down, up], "b": url(servers[1], "")}, token="secret")
-    for _ in range(2):  # round-robin starts at each replica once
+    for _ in range(2):  # the first call meets the down replica first and goes on to the next; the second skips it
         answers = directory.post_to_each("/echo", b"pixels", {"X-Request-ID": "r1"}, 5.0)
         assert answers["a"].body["body"] == "pixels" and answers["a"].replica == up
         assert answers["a"].body["auth"] == "Bearer secret"
@@ -148,7 +153,7 @@ def test_https_services_are_verified_against_pythons_trust_store(tmp_path, monke
                     "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads, server.client_ports = True, set()
+    server.daemon_threads, server.client_ports, server.delay = True, set(), 0.0
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -162,3 +167,48 @@ def test_https_services_are_verified_against_pythons_trust_store(tmp_path, monke
         assert isinstance(trusted, Answer) and json.loads(trusted.data)["body"] == "over tls"
     finally:
         server.shutdown()
+        server.server_close()
+
+
+def test_a_timeout_on_a_kept_alive_connection_is_a_read_timeout_and_fires_on_time(servers):
+    server = servers[0]
+    (warm,) = send_all([post(url(server, "/echo"))])  # the connection this thread keeps for the next call
+    assert isinstance(warm, Answer)
+    started = time.perf_counter()
+    (late,) = send_all([post(url(server, "/silent"), timeout=0.3)])
+    waited = time.perf_counter() - started
+    # The server has the request (it may be doing the work): never "unreachable", which would send it elsewhere.
+    assert isinstance(late, TransportFailure) and late.timed_out and not late.unreachable, late
+    assert len(server.client_ports) == 1  # it was the kept-alive connection
+    assert waited < 0.9, f"a 0.3 s timeout fired after {waited:.2f} s"
+
+
+def test_binary_bodies_and_latin_1_headers_arrive_whole(servers):
+    body = bytes(range(256)) * 64  # NUL bytes included, as in raw float32 pixels
+    (answer,) = send_all([post(url(servers[0], "/echo"), body=body, headers={"X-Request-ID": "café-1"})])
+    echoed = json.loads(answer.data)
+    assert echoed["body"].encode("latin-1") == body
+    assert echoed["id"] == "café-1"  # as http.client sends it: Latin-1
+
+
+def test_a_header_that_cannot_be_sent_is_refused_before_anything_goes_out(servers):
+    with pytest.raises(ValueError, match="line break"):
+        send_all([post(url(servers[0], "/echo"), headers={"X-Request-ID": "a\r\nX-Admin: yes"})])
+    assert servers[0].client_ports == set()
+    directory = ServiceDirectory({"a": url(servers[0], ""), "b": url(servers[1], "")})
+    answers = directory.post_to_each("/echo", b"x", {"X-Request-ID": "snow \u2603"}, 5.0)
+    assert all(isinstance(a, ServiceError) and "Latin-1" in str(a) for a in answers.values()), answers
+    (later,) = send_all([post(url(servers[0], "/echo"))])  # nothing half-sent is left behind on the thread
+    assert isinstance(later, Answer) and json.loads(later.data)["body"] == "x"
+
+
+def test_each_service_s_call_is_timed_on_its_own(servers):
+    servers[1].delay = 0.4
+    seen = {}
+    directory = ServiceDirectory({"fast": url(servers[0], ""), "slow": url(servers[1], "")},
+                                 on_call=lambda service, path, seconds, ok: seen.setdefault(service, (seconds, ok)))
+    answers = directory.post_to_each("/echo", b"x", {}, 5.0)
+    assert answers["slow"].roundtrip_ms >= 400 and answers["fast"].roundtrip_ms < answers["slow"].roundtrip_ms / 2
+    # The metrics get each service's own time, not the whole fan-out's (which is the slow one's).
+    assert seen["slow"][0] >= 0.4 and seen["fast"][0] < seen["slow"][0] / 2
+    assert seen["slow"][1] and seen["fast"][1]
