@@ -228,9 +228,11 @@ class _Tries:
     def next_replica(self) -> Replica | None:
         return self.order[len(self.urls)] if len(self.urls) < len(self.order) else None
 
-    def failed(self, replica: Replica, error: str) -> None:
-        self.urls.append(replica.url)
-        self.errors.append(error)
+    def failed(self, failure: TransportFailure) -> None:
+        """The next replica gave no answer: on to the one after it."""
+        self.urls.append(self.order[len(self.urls)].url)
+        self.errors.append(failure.kind)
+        self.seconds += failure.seconds
 
 
 def _reason(status: int) -> str:
@@ -307,40 +309,44 @@ class ServiceDirectory:
         """The same POST to every (or the named) service at once, all in flight together from the calling
         thread (concurrent_http: no pool threads); each service's Reply, or the exception ``call`` would raise.
 
-        As with ``call``, a replica that the request never reached is followed by the service's next one: the
-        services still unanswered go again together, until each has an answer, its replicas are all tried or
-        ``timeout`` has passed.
+        As with ``call``, a replica that the request never reached is followed by the service's next one, sent
+        at once while the other services' calls are still in flight, until its replicas are all tried or
+        ``timeout`` has passed since the fan-out began.
         """
         started = time.perf_counter()
-        tries = {name: _Tries(self.clients[name].replica_set.order())
-                 for name in (services if services is not None else self.clients)}
+        names = list(services if services is not None else self.clients)
+        tries = [_Tries(self.clients[name].replica_set.order()) for name in names]
+
+        def request(slot: int) -> Outgoing:
+            replica = tries[slot].next_replica()
+            return self.clients[names[slot]].outgoing(replica, "POST", path, timeout, headers, body)
+
+        def follow_up(slot: int, failure: TransportFailure) -> Outgoing | None:
+            tried = tries[slot]
+            self.clients[names[slot]].replica_set.mark_failed(tried.next_replica(), failure.kind)
+            tried.failed(failure)
+            if tried.next_replica() is None or time.perf_counter() - started >= timeout:
+                return None
+            return request(slot)
+
+        try:
+            outcomes = send_all([request(slot) for slot in range(len(names))], follow_up)
+        except ValueError as exc:  # a header that cannot be sent: the same for every service
+            return {name: ServiceError(f"{name}: {exc}") for name in names}
         results: dict[str, Reply | Exception] = {}
-        waiting = list(tries)
-        while waiting:
-            sending = [(name, tries[name].next_replica()) for name in waiting]
-            try:
-                outcomes = send_all([self.clients[name].outgoing(replica, "POST", path, timeout, headers, body)
-                                     for name, replica in sending])
-            except ValueError as exc:  # a header that cannot be sent: the same for every service
-                results.update({name: ServiceError(f"{name}: {exc}") for name in waiting})
-                break
-            waiting = []
-            for (name, replica), outcome in zip(sending, outcomes, strict=True):
-                client, tried = self.clients[name], tries[name]
+        for name, tried, outcome in zip(names, tries, outcomes, strict=True):
+            client = self.clients[name]
+            if isinstance(outcome, TransportFailure) and outcome.unreachable:  # follow_up has marked them all
+                results[name] = client.unreachable_error(tried.order, tried.urls, tried.errors)
+            else:
                 tried.seconds += outcome.seconds
                 try:
-                    results[name] = client.settle(replica, outcome, timeout)
-                except _Unreachable as exc:
-                    tried.failed(replica, str(exc))
-                    if tried.next_replica() and time.perf_counter() - started < timeout:
-                        waiting.append(name)
-                        continue
-                    results[name] = client.unreachable_error(tried.order, tried.urls, tried.errors)
+                    results[name] = client.settle(tried.next_replica(), outcome, timeout)
                 except ServiceError as exc:
                     results[name] = exc
-                error = results[name]
-                client.observe(path, tried.seconds, error if isinstance(error, ServiceError) else None)
-        return {name: results[name] for name in tries}
+            error = results[name]
+            client.observe(path, tried.seconds, error if isinstance(error, ServiceError) else None)
+        return results
 
     def trainer(self, service: str) -> ServiceClient:
         """The client of the service's trainer; NotFound when TRAINER_URLS names none for it."""

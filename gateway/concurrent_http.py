@@ -20,6 +20,7 @@ import selectors
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -75,6 +76,16 @@ class TransportFailure(Exception):
         return f"{self.kind}: {self.detail}" if self.detail else self.kind
 
 
+FollowUp = Callable[[int, "TransportFailure"], "Outgoing | None"]
+
+_WATCHED = object()  # assigned to each socket we watch: libcurl hands it back with every later call for it
+_SLACK_S = 5.0  # beyond the longest request timeout: libcurl enforces those; this only guards against a stall
+
+
+class _Broken(Exception):
+    """The transport failed itself (a callback raised, libcurl refused, nothing finished in time)."""
+
+
 class _ThreadTransport:
     """A thread's multi handle and the selector that watches the sockets libcurl asks it to."""
 
@@ -82,84 +93,127 @@ class _ThreadTransport:
         self.multi = pycurl.CurlMulti()
         self.selector = selectors.DefaultSelector()
         self.timer_due: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT), perf_counter time
+        self.error: BaseException | None = None  # raised in a callback, where pycurl would only print it
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, self._watch)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, self._set_timer)
 
-    def _watch(self, what: int, fd: int, multi, data) -> None:
-        events = {pycurl.POLL_IN: selectors.EVENT_READ, pycurl.POLL_OUT: selectors.EVENT_WRITE,
-                  pycurl.POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE}.get(what, 0)
-        if fd in self.selector.get_map():
-            if not events:  # POLL_REMOVE: libcurl is done with the socket (it may be about to close it)
-                self.selector.unregister(fd)
+    def close(self) -> None:
+        self.selector.close()
+        self.multi.close()
+
+    def exchange(self, requests: list[Outgoing], follow_up: FollowUp | None, results: list) -> None:
+        """Run every request to its end, filling ``results`` (a slot per request) as transfers finish."""
+        live: dict[int, tuple[int, pycurl.Curl, BytesIO]] = {}  # id of the handle -> (slot, handle, body)
+        try:
+            for slot, request in enumerate(requests):
+                self._add(live, slot, request)
+            deadline = time.perf_counter() + max((r.timeout_s for r in requests), default=0.0) + _SLACK_S
+            self._act(pycurl.SOCKET_TIMEOUT, 0)
+            while live:
+                self._step(deadline)
+                for handle, error in self._finished():
+                    slot, curl, body = live.pop(id(handle))
+                    outcome = _result(curl, body, error)
+                    self._drop(curl)
+                    retry = follow_up(slot, outcome) if (
+                        follow_up and isinstance(outcome, TransportFailure) and outcome.unreachable) else None
+                    if retry is None:
+                        results[slot] = outcome
+                        continue
+                    self._add(live, slot, retry)  # at once, while the others are still in flight
+                    deadline = max(deadline, time.perf_counter() + retry.timeout_s + _SLACK_S)
+                    self._act(pycurl.SOCKET_TIMEOUT, 0)
+        finally:
+            for _, curl, _ in live.values():
+                self._drop(curl)
+
+    def _add(self, live: dict, slot: int, request: Outgoing) -> None:
+        curl, body = _start(self.multi, request)
+        live[id(curl)] = (slot, curl, body)
+
+    def _drop(self, curl: pycurl.Curl) -> None:
+        self.multi.remove_handle(curl)
+        curl.close()
+
+    def _step(self, deadline: float) -> None:
+        """Wait for socket activity or libcurl's timer, whichever comes first, and let libcurl act on it."""
+        now = time.perf_counter()
+        if now > deadline:
+            raise _Broken("libcurl finished no transfer within the requests' timeouts")
+        due = self.timer_due if self.timer_due is not None else now + _IDLE_WAIT_S
+        ready = self.selector.select(max(0.0, min(due, deadline) - now))
+        if not ready:
+            self._act(pycurl.SOCKET_TIMEOUT, 0)
+        for key, mask in ready:
+            self._act(key.fd, (pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
+                      | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
+
+    def _act(self, fd: int, action: int) -> None:
+        while True:
+            status, _ = self.multi.socket_action(fd, action)
+            if self.error is not None:
+                raise _Broken(f"{type(self.error).__name__} in a libcurl callback: {self.error}") from self.error
+            if status != pycurl.E_CALL_MULTI_PERFORM:
                 return
-            try:
+
+    def _finished(self) -> list[tuple[pycurl.Curl, tuple[int, str] | None]]:
+        """The transfers that ended since last asked, each with (libcurl error code, message) or None."""
+        done: list[tuple[pycurl.Curl, tuple[int, str] | None]] = []
+        while True:
+            queued, succeeded, failed = self.multi.info_read()
+            done += [(curl, None) for curl in succeeded] + [(curl, (code, msg)) for curl, code, msg in failed]
+            if not queued:
+                return done
+
+    def _watch(self, what: int, fd: int, multi: pycurl.CurlMulti, watched: object) -> None:
+        try:
+            if what == pycurl.POLL_REMOVE:  # libcurl is done with the socket (it may be about to close it)
+                if fd in self.selector.get_map():
+                    self.selector.unregister(fd)
+                return
+            events = {pycurl.POLL_IN: selectors.EVENT_READ, pycurl.POLL_OUT: selectors.EVENT_WRITE,
+                      pycurl.POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE}[what]
+            if watched is _WATCHED:
                 self.selector.modify(fd, events)
                 return
-            except OSError:  # a number reused by a new socket after a close: the selector has let go of it
-                pass
-        if events:
+            if fd in self.selector.get_map():  # a closed socket's entry, whose number this new socket reuses
+                self.selector.unregister(fd)
             self.selector.register(fd, events)
+            multi.assign(fd, _WATCHED)
+        except BaseException as exc:  # pycurl would print it and carry on with a socket nobody watches
+            self.error = self.error or exc
 
     def _set_timer(self, ms: int) -> None:
         self.timer_due = None if ms < 0 else time.perf_counter() + ms / 1000.0
-
-    def run(self) -> None:
-        """Drive every transfer added to the multi handle to its end."""
-        running = self._act(pycurl.SOCKET_TIMEOUT, 0)
-        while running:
-            wait = _IDLE_WAIT_S if self.timer_due is None else min(self.timer_due - time.perf_counter(), _IDLE_WAIT_S)
-            ready = self.selector.select(max(0.0, wait))
-            if not ready:
-                running = self._act(pycurl.SOCKET_TIMEOUT, 0)
-            for key, mask in ready:
-                action = ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
-                          | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
-                running = self._act(key.fd, action)
-
-    def _act(self, fd: int, action: int) -> int:
-        while True:
-            status, running = self.multi.socket_action(fd, action)
-            if status != pycurl.E_CALL_MULTI_PERFORM:
-                return running
-
-    def failures(self) -> dict[int, tuple[int, str]]:
-        """The transfers that failed: id of the handle -> (libcurl error code, message)."""
-        failed: dict[int, tuple[int, str]] = {}
-        while True:
-            queued, _, errors = self.multi.info_read()
-            for curl, code, message in errors:
-                failed[id(curl)] = (code, message)
-            if not queued:
-                return failed
 
 
 _local = threading.local()
 
 
-def send_all(requests: list[Outgoing]) -> list[Answer | TransportFailure]:
+def send_all(requests: list[Outgoing], follow_up: FollowUp | None = None) -> list[Answer | TransportFailure]:
     """Send every request at once and wait for all of them; each result is an Answer or a TransportFailure.
 
+    ``follow_up(i, failure)`` is asked when request ``i`` never reached its server (``failure.unreachable``);
+    the request it returns (another replica) is sent in its place at once, while the others are in flight.
     ValueError for a header that cannot go on the wire (CR or LF in it, characters beyond Latin-1).
     """
-    transport = _thread_transport()
-    transfers: list[tuple[pycurl.Curl, BytesIO]] = []
+    transport = getattr(_local, "transport", None) or _ThreadTransport()
+    _local.transport = transport
+    results: list[Answer | TransportFailure | None] = [None] * len(requests)
     try:
-        for request in requests:
-            transfers.append(_start(transport.multi, request))
-        transport.run()
-        failed = transport.failures()
-        return [_result(curl, buffer, failed.get(id(curl))) for curl, buffer in transfers]
-    finally:
-        for curl, _ in transfers:
-            transport.multi.remove_handle(curl)
-            curl.close()
-
-
-def _thread_transport() -> _ThreadTransport:
-    transport = getattr(_local, "transport", None)
-    if transport is None:
-        transport = _local.transport = _ThreadTransport()
-    return transport
+        transport.exchange(requests, follow_up, results)
+    except ValueError:
+        raise  # a header refused before anything of its request was sent: the transport is as it was
+    except (_Broken, pycurl.error) as exc:
+        _local.transport = None  # its state is unknown: the thread's next call starts afresh
+        transport.close()
+        failure = TransportFailure("TransportError", detail=str(exc))
+        return [result if result is not None else failure for result in results]
+    except BaseException:
+        _local.transport = None
+        transport.close()
+        raise
+    return results
 
 
 def _start(multi: pycurl.CurlMulti, request: Outgoing) -> tuple[pycurl.Curl, BytesIO]:
@@ -211,12 +265,14 @@ def _trust_what_python_trusts(curl: pycurl.Curl) -> None:
 
 
 def _result(curl: pycurl.Curl, buffer: BytesIO, error: tuple[int, str] | None) -> Answer | TransportFailure:
+    """What became of a finished transfer."""
     seconds = curl.getinfo(pycurl.TOTAL_TIME)
     if error is None:
         return Answer(curl.getinfo(pycurl.RESPONSE_CODE), buffer.getvalue(), seconds)
     code, message = error
     # Whether the server may have the request: bytes of it were sent. (Not CONNECT_TIME, which is also 0 on a
-    # reused keep-alive connection.)
+    # reused keep-alive connection.) When libcurl itself sent it again on a fresh connection after a kept-alive
+    # one died, the bytes add up: a connect timeout then counts as a read timeout, the safe side (no failover).
     sent = curl.getinfo(pycurl.REQUEST_SIZE) > 0
     if code == pycurl.E_OPERATION_TIMEDOUT:
         if not sent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import selectors
 import socket
 import ssl
 import subprocess
@@ -26,6 +27,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.server.client_ports.add(self.client_address[1])
+        self.server.arrivals.append(time.perf_counter())
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/silent":
             self.server.release.wait(10)
@@ -63,6 +65,7 @@ def servers():
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.barrier, server.release, server.client_ports, server.delay = barrier, threading.Event(), set(), 0.0
+        server.arrivals = []
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
     yield started
@@ -153,7 +156,7 @@ def test_https_services_are_verified_against_pythons_trust_store(tmp_path, monke
                     "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads, server.client_ports, server.delay = True, set(), 0.0
+    server.daemon_threads, server.client_ports, server.delay, server.arrivals = True, set(), 0.0, []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -212,3 +215,80 @@ def test_each_service_s_call_is_timed_on_its_own(servers):
     # The metrics get each service's own time, not the whole fan-out's (which is the slow one's).
     assert seen["slow"][0] >= 0.4 and seen["fast"][0] < seen["slow"][0] / 2
     assert seen["slow"][1] and seen["fast"][1]
+
+
+def full_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A port whose accept queue is full: the kernel drops new connections, so they time out connecting."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    time.sleep(0.2)
+    return listener, fillers
+
+
+def test_a_connect_timeout_means_unreachable():
+    listener, fillers = full_listener()
+    try:
+        target = f"http://127.0.0.1:{listener.getsockname()[1]}/echo"
+        (failure,) = send_all([Outgoing("POST", target, {}, b"x", 5.0, 0.3)])
+        assert isinstance(failure, TransportFailure) and failure.unreachable and failure.kind == "ConnectTimeout"
+    finally:
+        for sock in [listener, *fillers]:
+            sock.close()
+
+
+def test_failover_goes_at_once_while_the_other_services_are_still_in_flight(servers):
+    refused, also_refused, healthy = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}", url(
+        servers[0], "")
+    servers[1].delay = 1.0  # a slow service: the others must not wait for it to move on
+    seen = {}
+    directory = ServiceDirectory({"a": [refused, also_refused, healthy], "slow": url(servers[1], "")},
+                                 on_call=lambda service, path, seconds, ok: seen.setdefault(service, seconds))
+    started = time.perf_counter()
+    answers = directory.post_to_each("/echo", b"x", {}, 3.0)
+    assert not isinstance(answers["a"], Exception), answers["a"]
+    assert servers[0].arrivals[0] - started < 0.5  # sent on to the healthy replica before the slow one answered
+    assert answers["a"].replica == healthy and answers["slow"].body["body"] == "x"
+    # "a" went through two dead replicas and had its answer long before the slow service answered.
+    assert seen["slow"] >= 1.0 and seen["a"] < seen["slow"] / 2
+    states = {r.url: (r.up, r.last_error) for r in directory.clients["a"].replicas()}
+    assert states == {refused: (False, "NewConnectionError"), also_refused: (False, "NewConnectionError"),
+                      healthy: (True, None)}
+
+
+def test_failover_stops_when_the_time_is_up():
+    listener, fillers = full_listener()
+    try:
+        stuck = f"http://127.0.0.1:{listener.getsockname()[1]}"  # the whole connect timeout (2 s) to find out
+        directory = ServiceDirectory({"a": [stuck, f"http://127.0.0.1:{free_port()}"]})
+        answers = directory.post_to_each("/echo", b"x", {}, 1.0)  # connect timeout: min(1.0, 2 s)
+        assert isinstance(answers["a"], ServiceError)
+        assert "(1 of 2 replicas tried): ConnectTimeout" in str(answers["a"])
+    finally:
+        for sock in [listener, *fillers]:
+            sock.close()
+
+
+def test_a_failing_transport_gives_each_request_an_error_and_the_next_call_starts_afresh(servers, monkeypatch):
+    import gateway.concurrent_http as transport_module
+
+    class FullSelector(selectors.DefaultSelector):
+        def register(self, fileobj, events, data=None):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transport_module._local, "transport", None)  # this thread's next call builds one
+    monkeypatch.setattr(transport_module.selectors, "DefaultSelector", FullSelector)
+    started = time.perf_counter()
+    results = send_all([post(url(s, "/echo"), timeout=2.0) for s in servers[:2]])
+    assert all(isinstance(r, TransportFailure) and r.kind == "TransportError" and "No space" in str(r)
+               for r in results), results
+    assert time.perf_counter() - started < 2.0  # told at once, not after spinning until the timeouts
+    monkeypatch.undo()
+    (answer,) = send_all([post(url(servers[0], "/echo"))])
+    assert isinstance(answer, Answer) and answer.status == 200
