@@ -343,6 +343,8 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         return jsonify(build_openapi(app, "MNIST framework comparison gateway", "0.1.0"))
 
     install_rate_limit(app, settings.rate_limit)
+    # What gateway.serve calls on SIGTERM/SIGINT, once the server has stopped taking requests.
+    app.extensions["gateway.stop"] = lambda: runs.stop("the gateway stopped during this run")
     return app
 
 

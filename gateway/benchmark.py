@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from servekit.tensor_body import TENSOR_MEDIA_TYPE, input_to_tensor
 
 from .clients import ServiceClient, ServiceError
+from .pools import DaemonExecutor
 
 MAX_REQUESTS = 5000
 MAX_CONCURRENCY = 32
@@ -72,7 +72,7 @@ def benchmark_model(
                     errors[error[:120]] = errors.get(error[:120], 0) + 1
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with DaemonExecutor(max_workers=concurrency) as pool:
         for _ in range(concurrency):
             pool.submit(worker)
     wall = time.perf_counter() - started

@@ -13,11 +13,11 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from servekit.errors import ApiError, Conflict, NotFound
 
 from .clients import ServiceDirectory, ServiceError
+from .pools import DaemonExecutor
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ SAVE_INTERVAL_S = 2.0
 BUSY_RETRY_S = 600.0  # how long to wait for a service that is busy with a job started elsewhere
 JOB_FIELDS = ("epoch", "epochs", "step", "steps_per_epoch", "loss", "accuracy", "history")
 SEED_RESULT_FIELDS = ("status", "test_accuracy", "epoch_seconds", "train_seconds", "version", "error")
+ACTIVE_MODEL_STATES = ("queued", "waiting", "running")
+STOP_CALL_TIMEOUT_S = 1.5  # per trainer, when the gateway stops: it must be gone within a few seconds
 
 
 class RunManager:
@@ -37,6 +39,8 @@ class RunManager:
         self._lock = threading.Lock()
         self._active: dict | None = None
         self._last_saved = 0.0
+        self._stopped = False  # set by stop(): the run's last state is written, nothing after it
+        self._save_lock = threading.Lock()
         for run in store.latest("runs", limit=1000):
             if run["status"] in ("queued", "running"):
                 run.update(status="failed", error="the gateway restarted during this run")
@@ -84,6 +88,34 @@ class RunManager:
                 self._cancel_job(self.directory.trainer(entry["service"]), entry["job_id"])
         return snapshot  # a model about to start sees cancel_requested and does not
 
+    def stop(self, reason: str, timeout_s: float = STOP_CALL_TIMEOUT_S) -> dict | None:
+        """The gateway is stopping: cancel the active run's training job on its trainer (one short call, so
+        that no version is written after the run ended) and record the run as cancelled, with ``reason``.
+        The run's thread is a daemon and dies with the process; nothing is saved after this."""
+        with self._lock:
+            run = self._active
+            if run is None:
+                return None
+            run["cancel_requested"] = True
+            running = [e for e in run["models"].values() if e.get("status") == "running" and e.get("job_id")]
+        for entry in running:
+            try:
+                self.directory.trainer(entry["service"]).call("POST", f"/train/{entry['job_id']}/cancel",
+                                                              timeout_s, json={})
+            except Exception as exc:  # a trainer that is gone or stopping too: its job dies with it
+                log.warning("stopping: could not cancel job %s: %s", entry["job_id"], exc)
+        with self._save_lock:
+            self._stopped = True
+            with self._lock:
+                for entry in run["models"].values():
+                    if entry.get("status") in ACTIVE_MODEL_STATES:
+                        entry.update(status="cancelled", error=reason)
+                run.update(status="cancelled", error=reason, finished_at=time.time())
+                snapshot = copy.deepcopy(run)
+            self.store.put("runs", snapshot["run_id"], snapshot)
+        log.info("run %s cancelled: %s", snapshot["run_id"], reason)
+        return snapshot
+
     def get(self, run_id: str) -> dict:
         """A run's status (live while it runs); NotFound when unknown."""
         with self._lock:
@@ -105,7 +137,7 @@ class RunManager:
         self._update(run, status="running")
         try:
             if run["parallel"]:
-                with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+                with DaemonExecutor(max_workers=len(plan)) as pool:
                     list(pool.map(lambda item: self._train_service(run, *item), plan.items()))
             else:
                 for service, models in plan.items():
@@ -234,9 +266,12 @@ class RunManager:
     def _save(self, run: dict, force: bool) -> None:
         now = time.monotonic()
         if force or now - self._last_saved > SAVE_INTERVAL_S:
-            with self._lock:
-                snapshot = copy.deepcopy(run)
-            self.store.put("runs", snapshot["run_id"], snapshot)
+            with self._save_lock:  # one write at a time: none can land after stop()'s
+                if self._stopped:
+                    return
+                with self._lock:
+                    snapshot = copy.deepcopy(run)
+                self.store.put("runs", snapshot["run_id"], snapshot)
             self._last_saved = now
 
 

@@ -6,37 +6,79 @@ one of its worker threads (a half-sent request costs a socket, not a thread). gu
 worker gives a thread to a connection as soon as its first bytes arrive, so a few slow clients stop it
 (gunicorn's docs recommend a buffering proxy in front for that reason); the framework services stay on
 gunicorn, reached only by the gateway.
+
+SIGTERM and SIGINT stop it within a few seconds, whatever is in flight: requests get ``STOP_GRACE_S`` to
+finish, the active run is cancelled on its trainer and recorded as cancelled, and every other thread is a
+daemon.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 
-from waitress import serve
+from waitress import create_server
+from waitress.wasyncore import close_all
 
 from .wsgi import app
 
+log = logging.getLogger(__name__)
+STOP_GRACE_S = float(os.environ.get("GATEWAY_STOP_GRACE_S", "2"))
+
+
+class StopServing(BaseException):
+    """Raised in the main thread by SIGTERM or SIGINT; a BaseException so that nothing on the way swallows it."""
+
+
+def _stop(signum, _frame) -> None:
+    # The first signal stops the gateway; another one (`make run` sends SIGTERM after Ctrl-C's SIGINT) must not
+    # cut that clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise StopServing(signal.Signals(signum).name)
+
 
 def main() -> None:
-    """Serve until SIGTERM or SIGINT."""
-    # SIGTERM (docker stop, Ctrl-C of `make run`'s group) ends the process like Ctrl-C: waitress closes
-    # its sockets on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    max_upload = int(os.environ.get("MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
+    """Serve until SIGTERM or SIGINT, then stop within a few seconds."""
+    # SIGINT is installed explicitly: a background job of a non-interactive shell (`make run`'s script) starts
+    # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server = create_server(app, **server_options(os.environ))
+    server.print_listen("Serving on http://{}:{}")
+    try:
+        server.run()
+    except StopServing as stop:
+        log.info("%s: stopping", stop)
+        shut_down(server)
+
+
+def shut_down(server) -> None:
+    """Stop taking requests, give those in flight STOP_GRACE_S, close every socket, then cancel the active run."""
+    # waitress' own shutdown: no new tasks, wait for the running ones up to the grace, drop the queued ones
+    # (its worker threads are daemons: one still busy after the grace does not keep the process alive).
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_S)
+    close_all(getattr(server, "map", None) or server._map)  # MultiSocketServer: .map; one socket: ._map
+    stop = app.extensions.get("gateway.stop")
+    if stop is not None:
+        stop()
+
+
+def server_options(environ) -> dict:
+    """waitress' settings from the environment."""
+    max_upload = int(environ.get("MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
     # Behind a proxy (an Ingress controller), the client's address comes from X-Forwarded-For, trusted only
     # from GATEWAY_TRUSTED_PROXY ("*" for any peer: only where nothing but the proxy can reach the gateway).
-    trusted_proxy = os.environ.get("GATEWAY_TRUSTED_PROXY") or None
+    trusted_proxy = environ.get("GATEWAY_TRUSTED_PROXY") or None
     proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_headers": {"x-forwarded-for"},
              "trusted_proxy_count": 1} if trusted_proxy else {}
-    serve(
-        app,
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        threads=int(os.environ.get("GATEWAY_THREADS", "16")),  # fan-out calls wait on several services at once
-        connection_limit=int(os.environ.get("GATEWAY_CONNECTION_LIMIT", "1000")),
-        channel_timeout=int(os.environ.get("GATEWAY_IDLE_TIMEOUT_S", "30")),  # drop a connection silent this long
+    return dict(
+        host=environ.get("HOST", "127.0.0.1"),
+        port=int(environ.get("PORT", "8000")),
+        threads=int(environ.get("GATEWAY_THREADS", "16")),  # fan-out calls wait on several services at once
+        connection_limit=int(environ.get("GATEWAY_CONNECTION_LIMIT", "1000")),
+        channel_timeout=int(environ.get("GATEWAY_IDLE_TIMEOUT_S", "30")),  # drop a connection silent this long
         # Waitress buffers a body whole before the app sees it: cap that at twice the upload limit, so a
         # slightly too large upload still gets the app's JSON 413 and a huge one is cut off early.
         max_request_body_size=2 * max_upload,

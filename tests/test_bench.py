@@ -115,9 +115,10 @@ def java_available() -> bool:
 
 @pytest.mark.skipif(not java_available(), reason="no Java, and apt-get cannot install it here (not root)")
 def test_torchserve_peer_serves_the_same_weights(trained, digit_label, tmp_path):
+    # A path relative to where the bench runs (the servers it starts run in folders of their own).
     document = run_bench(tmp_path / "peer.json", "--peer", "torchserve", "--model-repository",
-                         str(trained.repository), "--peer-workers", "2", "--server-workers", "2", *QUICK,
-                         "--concurrency", "1", "2", timeout=900)
+                         os.path.relpath(trained.repository, ROOT), "--peer-workers", "2", "--server-workers", "2",
+                         *QUICK, "--concurrency", "1", "2", timeout=900)
 
     check_results(document, ["torch-service", "torchserve"], [1, 2])
     endpoints = {e["name"]: e for e in document["endpoints"]}

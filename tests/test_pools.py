@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
 import time
 
@@ -96,3 +98,22 @@ def test_fan_out_reports_a_timed_out_service_as_an_error_entry(services):
     assert isinstance(answers["s0"], ServiceError) and "no result within" in str(answers["s0"])
     assert answers["s1"] == answers["s2"] == {"ok": True}
     servers[0].release.set()
+
+
+def test_a_call_stuck_on_a_pool_thread_never_keeps_the_process_alive():
+    """A process whose pool threads are busy (a slow service) exits at once: they are daemons
+    (ThreadPoolExecutor's threads are joined at exit, which made a stopped gateway wait for its slowest call)."""
+    script = ("import threading, time\n"
+              "from gateway.pools import BoundedPool, DaemonExecutor\n"
+              "pool = BoundedPool('batch', 2, 2, 60)\n"
+              "pool.submit(time.sleep, 600)\n"
+              "with DaemonExecutor(1) as executor:\n"
+              "    done = executor.submit(lambda: 42).result(5)\n"
+              "executor_left = DaemonExecutor(1)\n"
+              "executor_left.submit(time.sleep, 600)\n"
+              "print(done, flush=True)\n")
+    started = time.monotonic()
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "42"
+    assert time.monotonic() - started < 30  # not the 600 s of the stuck calls

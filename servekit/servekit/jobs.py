@@ -13,6 +13,7 @@ import math
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_KEPT_JOBS = 200
 FINISHED = ("succeeded", "failed", "cancelled")
+_RUNNERS: weakref.WeakSet = weakref.WeakSet()  # every JobRunner of this process, for stop_all_jobs
 
 
 def finite_or_none(value: float) -> float | None:
@@ -60,10 +62,12 @@ class TrainingJob:
         self.finished_at: float | None = None
         self.results: dict[str, dict] = {m: {"status": "queued", "history": []} for m in self.models}
         self.cancel_requested = False
+        self.cancel_reason = "cancelled on request"
         self._lock = threading.Lock()
 
-    def cancel(self) -> None:
-        """Ask the job to stop at its next step (a no-op once it has finished)."""
+    def cancel(self, reason: str = "cancelled on request") -> None:
+        """Ask the job to stop at its next step, saying why (a no-op once it has finished)."""
+        self.cancel_reason = reason
         self.cancel_requested = True
 
     def check_cancelled(self) -> None:
@@ -152,6 +156,8 @@ class JobRunner:
         self._jobs: OrderedDict[str, TrainingJob] = OrderedDict()
         self._lock = threading.Lock()
         self._active: TrainingJob | None = None
+        self._thread: threading.Thread | None = None
+        _RUNNERS.add(self)
 
     def submit(self, job: TrainingJob, work: Callable[[TrainingJob], None]) -> dict:
         """Start ``work(job)`` in the background and return the job's status as accepted.
@@ -169,7 +175,9 @@ class JobRunner:
             while len(self._jobs) > MAX_KEPT_JOBS:
                 self._jobs.popitem(last=False)
         accepted = job.to_dict()
-        threading.Thread(target=self._run, args=(job, work), name=f"train-{job.job_id}", daemon=True).start()
+        # A daemon: a stopping process cancels the job (stop_all_jobs) but never waits for it beyond a bound.
+        self._thread = threading.Thread(target=self._run, args=(job, work), name=f"train-{job.job_id}", daemon=True)
+        self._thread.start()
         return accepted
 
     def get(self, job_id: str) -> TrainingJob:
@@ -185,6 +193,17 @@ class JobRunner:
         if job.status in FINISHED:
             raise Conflict(f"training job {job_id} has already {job.status}")
         job.cancel()
+        return job
+
+    def stop(self, reason: str, timeout_s: float) -> TrainingJob | None:
+        """Cancel the active job with ``reason`` and wait up to ``timeout_s`` for it to end (it stops at its next
+        step and writes nothing); the job, or None when there was none."""
+        job, thread = self._active, self._thread
+        if job is None:
+            return None
+        job.cancel(reason)
+        if thread is not None:
+            thread.join(timeout_s)
         return job
 
     def active(self) -> TrainingJob | None:
@@ -203,7 +222,7 @@ class JobRunner:
             job.status = "succeeded"
         except JobCancelled:
             log.info("training job %s cancelled", job.job_id)
-            job.error, job.status = "cancelled on request", "cancelled"
+            job.error, job.status = job.cancel_reason, "cancelled"
             for result in job.results.values():
                 if result["status"] in ("queued", "running"):
                     result["status"] = "cancelled"
@@ -214,3 +233,14 @@ class JobRunner:
             job.finished_at = time.time()
             with self._lock:
                 self._active = None
+
+
+def stop_all_jobs(reason: str, timeout_s: float) -> list[TrainingJob]:
+    """Cancel every active job of this process (it is stopping) and wait up to ``timeout_s`` in all for them."""
+    deadline = time.monotonic() + timeout_s
+    stopped = []
+    for runner in list(_RUNNERS):
+        job = runner.stop(reason, max(0.0, deadline - time.monotonic()))
+        if job is not None:
+            stopped.append(job)
+    return stopped

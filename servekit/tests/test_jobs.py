@@ -5,7 +5,7 @@ import pytest
 
 from servekit.backend import EpochRecord
 from servekit.errors import Conflict, NotFound
-from servekit.jobs import JobRunner, TrainingJob, progress_of
+from servekit.jobs import JobRunner, TrainingJob, progress_of, stop_all_jobs
 
 
 def wait_done(runner, job_id, timeout=5.0):
@@ -78,3 +78,25 @@ def test_failing_job_reports_error_and_frees_the_runner():
 def test_unknown_job_is_not_found():
     with pytest.raises(NotFound):
         JobRunner().get("nope")
+
+
+def test_stop_all_jobs_cancels_the_running_job_with_its_reason():
+    runner = JobRunner()
+    wrote = []
+
+    def work(job):
+        progress = progress_of(job)
+        for step in range(10_000):
+            progress.step(step, 0.5, 0.5)  # where a cancel takes effect
+            time.sleep(0.01)
+        wrote.append("version")
+
+    accepted = runner.submit(TrainingJob(["a"], 1, {}), work)
+    while runner.get(accepted["job_id"]).to_dict()["step"] < 2:
+        time.sleep(0.01)
+    stopped = stop_all_jobs("cancelled: the service stopped", timeout_s=5)
+    assert [job.job_id for job in stopped] == [accepted["job_id"]]
+    status = runner.get(accepted["job_id"]).to_dict()
+    assert status["status"] == "cancelled" and status["error"] == "cancelled: the service stopped"
+    assert wrote == [] and runner.active() is None
+    assert stop_all_jobs("again", timeout_s=1) == []  # nothing left to stop
