@@ -2,7 +2,7 @@
 # TensorFlow and torchvision must never share a process.
 PYTHON    ?= python3
 VENVS     := .venvs
-SERVICES  := keras torch tf
+SERVICES  := keras torch tf jax
 MNIST_DIR ?= $(abspath ../shared/data/mnist)
 export MNIST_DIR
 

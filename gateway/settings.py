@@ -11,7 +11,8 @@ from servekit.web_security import parse_allowed_hosts
 from .discovery import parse_service_map
 
 MAX_BATCH_LIMIT = 64  # GATEWAY_MAX_BATCH at most: beyond it a fan-out gains little, and one refusal fails more uploads
-DEFAULT_SERVICE_URLS = "keras=http://127.0.0.1:8001,torch=http://127.0.0.1:8002,tf=http://127.0.0.1:8003"
+DEFAULT_SERVICE_URLS = ("keras=http://127.0.0.1:8001,torch=http://127.0.0.1:8002,tf=http://127.0.0.1:8003,"
+                        "jax=http://127.0.0.1:8004")
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "
 # service folder -> (the framework /health names, the models it serves)
 SERVICES = {
     "keras": ("keras", ["keras-sequential", "keras-functional"]),
-    "torch": ("torch", ["torch"]),
+    "torch": ("torch", ["torch", "keras-torch"]),
     "tf": ("tensorflow", ["tf-native", "tf-hybrid"]),
+    "jax": ("jax", ["flax", "keras-jax"]),
 }
 
 

@@ -93,7 +93,9 @@ class Backend(Protocol):
     """One model of one framework. A new instance holds a new, untrained network."""
 
     name: str  # the model name of the contract: "torch", "tf-native", ...
-    framework: str  # "torch", "keras" or "tensorflow"
+    framework: str  # "torch", "keras", "tensorflow" or "jax"
+    # Optional: ``backend`` (what runs a Keras model's tensors: "tensorflow", "jax", "torch"; the framework when
+    # absent), and ``warm_up()`` (called before a version is swapped in; one one-image prediction when absent).
 
     def layers(self) -> list[Layer]:
         """The layer table, read from the framework's model object."""

@@ -35,6 +35,7 @@ class ServedModel:
         blueprint = backend_class()
         self.name: str = blueprint.name
         self.framework: str = blueprint.framework
+        self.backend: str = backend_name(blueprint)
         self.layers = blueprint.layers()
         self.params = sum(layer.params for layer in self.layers)
         self._installed: Installed | None = None  # replaced whole, never changed in place
@@ -65,7 +66,7 @@ class ServedModel:
         backend = self.backend_class()
         backend.load(folder)
         started = time.perf_counter()
-        backend.predict(np.zeros((1, 28, 28, 1), np.float32))
+        warm_up(backend)
         warmup_ms = round((time.perf_counter() - started) * 1000.0, 3)
         self._installed = Installed(backend, version, meta, warmup_ms)
         log.info("serving %s version %s from %s", self.name, version, folder)
@@ -82,6 +83,7 @@ def describe(model: ServedModel, meta: dict, version: int | None, ready: bool, w
     return {
         "name": model.name,
         "framework": model.framework,
+        "backend": model.backend,
         "ready": ready,
         "version": version,
         "params": model.params,
@@ -96,3 +98,18 @@ def describe(model: ServedModel, meta: dict, version: int | None, ready: bool, w
         "history": meta.get("history", []),
         "data_sha256": meta.get("data_sha256"),
     }
+
+
+def warm_up(backend: Backend) -> None:
+    """Everything a first request would pay for: the backend's own ``warm_up`` (jitted models compile every
+    batch bucket), or one one-image prediction (graph tracing, first-call allocations)."""
+    if hasattr(backend, "warm_up"):
+        backend.warm_up()
+    else:
+        backend.predict(np.zeros((1, 28, 28, 1), np.float32))
+
+
+def backend_name(backend: Backend) -> str:
+    """What actually runs the model's tensors: a Keras model's backend (``tensorflow``, ``jax``, ``torch``), or the
+    framework itself."""
+    return getattr(backend, "backend", None) or backend.framework

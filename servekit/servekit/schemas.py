@@ -93,7 +93,7 @@ HEALTH = obj({"status": STRING, "framework": STRING, "framework_version": STRING
               "batching": obj({"max_batch": INTEGER, "window_ms": NUMBER, "enabled": BOOLEAN})})
 MODEL = obj({"name": STRING, "ready": {"type": "boolean"}, "params": INTEGER, "layers": array_of(LAYER),
              "trained_at": NULLABLE_STRING, "test_accuracy": NULLABLE_NUMBER},
-            {"history": array_of(EPOCH), "framework": STRING, "version": NULLABLE_INTEGER})
+            {"history": array_of(EPOCH), "framework": STRING, "backend": STRING, "version": NULLABLE_INTEGER})
 MODELS = obj({"models": array_of(MODEL)})
 TRAIN_ACCEPTED = obj({"job_id": STRING, "status_url": STRING, "status": STRING})
 JOB = obj({"job_id": STRING, "model": NULLABLE_STRING, "status": {"type": "string",

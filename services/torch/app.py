@@ -1,10 +1,11 @@
-"""The PyTorch service (port 8002): the ``torch`` model behind the common HTTP core."""
+"""The PyTorch service (port 8002): ``torch`` and ``keras-torch`` (Keras 3 on PyTorch) behind the common HTTP core."""
 
 import torch
-from backend import TorchBackend
+from backend import KerasTorchBackend, TorchBackend
 
 from servekit.app import create_app
 from servekit.backend import FrameworkInfo
+from servekit.keras_models import keras_versions
 from servekit.logs import configure_logging
 from servekit.settings import Settings
 
@@ -18,5 +19,6 @@ info = FrameworkInfo(
     framework="torch",
     version=torch.__version__.split("+")[0],
     threads={"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
+    versions=keras_versions(),
 )
-app = create_app([TorchBackend], info, settings)
+app = create_app([TorchBackend, KerasTorchBackend], info, settings)

@@ -1,6 +1,11 @@
-"""The PyTorch model: an ``nn.Module``, an explicit train loop, torchvision's MNIST and a DataLoader."""
+"""The PyTorch models: ``torch`` (an ``nn.Module``, an explicit train loop, torchvision's MNIST and a DataLoader)
+and ``keras-torch`` (``keras-sequential``'s very network, servekit.keras_models, on Keras' PyTorch backend)."""
 
 from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # before Keras is first imported: it reads its backend once
 
 import contextlib
 import ctypes
@@ -17,6 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, S
 from torchvision import datasets
 
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
+from servekit.keras_models import SequentialBackend
 from servekit.mnist import TRAIN_SIZE, write_uncompressed
 from servekit.weights import (
     Weights,
@@ -256,3 +262,9 @@ def _freed_memory_kept():
             libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
             libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
             libc.malloc_trim(0)
+
+
+class KerasTorchBackend(SequentialBackend):
+    """``keras-torch``: the ``keras-sequential`` network, ``compile`` + ``fit``, on Keras' PyTorch backend."""
+
+    name = "keras-torch"

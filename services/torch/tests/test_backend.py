@@ -1,7 +1,11 @@
-from backend import TorchBackend
+from backend import KerasTorchBackend, TorchBackend
 
 from servekit.backend_suite import BackendSuite
 
 
 class TestTorchBackend(BackendSuite):
     backend_class = TorchBackend
+
+
+class TestKerasTorchBackend(BackendSuite):
+    backend_class = KerasTorchBackend
