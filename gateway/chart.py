@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to bytes
 import matplotlib.pyplot as plt  # noqa: E402
 
-FRAMEWORK_COLOURS = {"keras": "#d62728", "torch": "#ee7733", "tensorflow": "#1f77b4"}
+FRAMEWORK_COLOURS = {"keras": "#d62728", "torch": "#ee7733", "tensorflow": "#1f77b4", "jax": "#2ca02c"}
 OTHER_COLOUR = "#7f7f7f"
 
 
@@ -19,7 +19,7 @@ def render_chart(comparison: dict, fmt: str) -> bytes:
     names = [row["model"] for row in rows]
     colours = [FRAMEWORK_COLOURS.get(row.get("framework"), OTHER_COLOUR) for row in rows]
     figure, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    figure.suptitle("One MNIST CNN (34,826 parameters), five implementations", fontsize=14)
+    figure.suptitle(f"One MNIST CNN (34,826 parameters), {len(rows)} implementations", fontsize=14)
 
     accuracy = [row.get("test_accuracy") for row in rows]
     _bars(axes[0][0], names, accuracy, colours, "Test accuracy", "{:.4f}")
@@ -44,7 +44,7 @@ def render_chart(comparison: dict, fmt: str) -> bytes:
     _bars(axes[1][1], names, throughput, colours, "Throughput, requests/s", "{:.0f}")
 
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in FRAMEWORK_COLOURS.values()]
-    figure.legend(handles, list(FRAMEWORK_COLOURS), loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.04))
+    figure.legend(handles, list(FRAMEWORK_COLOURS), loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.04))
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, bbox_inches="tight", dpi=100)
     plt.close(figure)

@@ -70,7 +70,8 @@ def fan_out_overhead(gateway: str, count: int) -> str:
         lines.append(f"  {name:8} service  {p50:7.2f} ms")
     gateway_p50 = predict_p50(gateway, count)
     slowest = max(service_p50.values()) if service_p50 else float("nan")
-    lines.append(f"  gateway (all five) {gateway_p50:7.2f} ms = {gateway_p50 / slowest:.2f} x the slowest service")
+    lines.append(f"  gateway (all {len(services)} services) {gateway_p50:7.2f} ms = {gateway_p50 / slowest:.2f} x the "
+                 "slowest service")
     return "\n".join(lines)
 
 

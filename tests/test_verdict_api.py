@@ -15,10 +15,12 @@ import requests
 from PIL import Image
 
 from servekit.testing import assert_matches_openapi, authorized
+from tests.conftest import SERVICES
 
 API = authorized()
 SEEDS = [0, 1, 2]
-MODELS = 5
+ALL_MODELS = [model for _, models in SERVICES.values() for model in models]
+MODELS = len(ALL_MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +123,9 @@ def test_disagreement_gallery_lists_split_digits_with_their_images(trained):
     assert requests.get(trained.url + "/compare/disagreements?limit=0", timeout=30).status_code == 400
 
 
-@pytest.mark.parametrize("source", ["keras-sequential", "keras-functional", "torch", "tf-native", "tf-hybrid"])
+@pytest.mark.parametrize("source", ALL_MODELS)
 def test_one_networks_weights_give_the_same_answers_in_every_framework(trained, source):
-    """Each model's weights transplanted into all five implementations: every pair, in both directions."""
+    """Each model's weights transplanted into every implementation: every pair, in both directions."""
     response = API.post(trained.url + "/parity", json={"source": source, "limit": 2000}, timeout=600)
     assert response.status_code == 200, response.text
     result = response.json()
@@ -132,7 +134,7 @@ def test_one_networks_weights_give_the_same_answers_in_every_framework(trained, 
     assert len(targets) == MODELS
     assert targets[source]["max_abs_diff"] == 0.0 and targets[source]["agreement"] == 1.0
     for target in targets.values():
-        assert target["max_abs_diff"] < 1e-4, target  # float32 in five implementations; the goal is 1e-5
+        assert target["max_abs_diff"] < 1e-4, target  # float32 in every implementation; the goal is 1e-5
         assert target["agreement"] >= 0.999, target
     assert result["within_tolerance"] == (result["max_abs_diff"] <= result["tolerance"])
     rows = {row["model"]: row for row in trained.state["comparison"]["models"]}

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from servekit.testing import TEST_TOKEN, authorized, png_bytes
+from tests.conftest import SERVICES
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRAIN_TIMEOUT_MS = 600_000
+MODELS = sum(len(models) for _, models in SERVICES.values())  # eight: a card, a row, a table each
+PAIRS = MODELS * (MODELS - 1) // 2
 
 
 def wait_for_answer(page) -> None:
@@ -56,7 +59,7 @@ def test_page_loads_offline_with_status_and_network(page, stack):
     page.wait_for_selector("#services li[data-service='torch'].up")
     assert page.locator("#services li").count() == len(stack.services)
     page.wait_for_selector("#layer-tables table")
-    assert page.locator("#layer-tables h3").count() == 5
+    assert page.locator("#layer-tables h3").count() == MODELS
     assert page.locator("#diagram .block").count() == 8  # input + 7 layers
     html = page.content()
     assert "http://" not in html.replace(stack.url, "") and "https://" not in html
@@ -69,7 +72,7 @@ def test_training_from_the_page_fills_every_progress_bar(page):
     page.wait_for_selector(".progress-row", timeout=30_000)
     page.wait_for_function(
         "() => { const rows = document.querySelectorAll('.progress-row');"
-        " return rows.length === 5 && [...rows].every(r => r.dataset.status === 'succeeded'); }",
+        f" return rows.length === {MODELS} && [...rows].every(r => r.dataset.status === 'succeeded'); }}",
         timeout=TRAIN_TIMEOUT_MS,
     )
     for bar in page.locator(".progress-row progress").all():
@@ -77,7 +80,7 @@ def test_training_from_the_page_fills_every_progress_bar(page):
     assert "test accuracy" in page.locator("#progress").inner_text()
 
 
-def test_draw_and_predict_shows_five_cards(page):
+def test_draw_and_predict_shows_a_card_per_model(page):
     pad = page.locator("#pad")
     pad.scroll_into_view_if_needed()  # the training test may have left the pad outside the viewport
     box = pad.bounding_box()
@@ -88,7 +91,7 @@ def test_draw_and_predict_shows_five_cards(page):
     page.click("#predict")
     wait_for_answer(page)
     cards = page.locator("#cards .card")
-    assert cards.count() == 5
+    assert cards.count() == MODELS
     for card in cards.all():
         assert card.locator(".digit").inner_text().isdigit()
         assert "ms" in card.locator(".times").inner_text()
@@ -106,7 +109,7 @@ def test_keyboard_alone_draws_and_predicts(page, digits, tmp_path):
         page.keyboard.press(key)
     page.keyboard.press("Enter")
     wait_for_answer(page)
-    assert page.locator("#cards .card").count() == 5
+    assert page.locator("#cards .card").count() == MODELS
     # The drop zone opens the file picker from the keyboard too.
     path = tmp_path / "digit.png"
     path.write_bytes(png_bytes(digits[0][2]))
@@ -136,23 +139,25 @@ def test_upload_of_a_real_digit_wins_the_consensus(page, digits, tmp_path):
 def test_compare_table_and_chart(page, stack):
     authorized().post(stack.url + "/benchmark", json={"requests": 20}, timeout=600).raise_for_status()
     page.click("#refresh-compare")
-    page.wait_for_function("() => document.querySelectorAll('#compare-table tbody tr').length === 5")
-    # The table drawn at page load also has five rows: wait for the refreshed one, with serving figures.
+    page.wait_for_function(f"() => document.querySelectorAll('#compare-table tbody tr').length === {MODELS}")
+    # The table drawn at page load has every row too: wait for the refreshed one, with serving figures.
     page.wait_for_function(
         "() => document.querySelector('#compare-table tbody tr td:nth-child(12)').textContent !== '–'")
     page.wait_for_function("() => document.querySelector('#chart').naturalWidth > 0")
     assert page.locator("#compare-table tbody tr").first.locator("td").nth(11).inner_text() != "–"
-    # The verdict: every pair of the five models tested, a sentence, and the digits they disagree on as images.
-    page.wait_for_function("() => document.querySelectorAll('#verdict-pairs tbody tr').length === 10", timeout=120_000)
+    # The verdict: every pair of models tested, a sentence, and the digits they disagree on as images.
+    page.wait_for_function(f"() => document.querySelectorAll('#verdict-pairs tbody tr').length === {PAIRS}",
+                           timeout=120_000)
     assert "McNemar" in page.locator("#verdict-summary").inner_text()
     page.wait_for_function(
         "() => [...document.querySelectorAll('#gallery figure img')].some(i => i.naturalWidth === 28)", timeout=60_000)
     first = page.locator("#gallery figure").first
-    assert first.locator("li").count() == 5 and first.locator("li.wrong").count() >= 1
+    assert first.locator("li").count() == MODELS and first.locator("li.wrong").count() >= 1
     # The first batch of each model's own pipeline, as images with their hashes.
     page.click("#show-batches")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#pipelines figure img')].filter(i => i.naturalWidth > 0).length === 5",
+        "() => [...document.querySelectorAll('#pipelines figure img')].filter(i => i.naturalWidth > 0).length"
+        f" === {MODELS}",
         timeout=120_000)
     assert "sha256" in page.locator("#pipelines").inner_text()
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)

@@ -2,7 +2,7 @@
 // The gateway's page: draw/upload -> every model's answer; train with progress; compare; the network.
 
 const $ = (selector) => document.querySelector(selector);
-const FRAMEWORK_CLASS = { keras: "keras", torch: "torch", tensorflow: "tensorflow" };
+const FRAMEWORK_CLASS = { keras: "keras", torch: "torch", tensorflow: "tensorflow", jax: "jax" };
 
 // The access token arrives once in the URL's fragment (/#token=..., printed by the gateway at start: a
 // fragment never reaches a server or a Referer), is kept for this tab, and goes with every request.
