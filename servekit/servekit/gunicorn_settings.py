@@ -8,7 +8,10 @@ memory. Threads (gthread) let /predict, /train status and /metrics answer
 while a training job keeps a core busy.
 """
 
+import glob
 import os
+import shutil
+import tempfile
 
 from servekit.settings import server_workers
 
@@ -47,3 +50,38 @@ def worker_exit(server, worker):
     for job in stop_all_jobs("cancelled: the service stopped", JOB_STOP_WAIT_S):
         server.log.info("training job %s cancelled: the service stopped (%s)", job.job_id, job.status)
 accesslog = None  # each app logs its own JSON access line, with the request id (servekit.observability)
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_made_metrics_dir: list[str] = []  # the folder on_starting made, removed on_exit
+
+
+def on_starting(server):
+    """In the master, before any worker forks: the folder every worker writes its metrics to (servekit.metrics).
+
+    PROMETHEUS_MULTIPROC_DIR when set (its old files are removed: counts start at zero with the server), else a
+    fresh folder in the temporary directory (TMPDIR, else /tmp: a tmpfs in the containers), removed at exit.
+    It must be in the environment before the workers import prometheus_client, which reads it once.
+    """
+    folder = os.environ.get(METRICS_DIR_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for stale in glob.glob(os.path.join(folder, "*.db")):
+            os.remove(stale)
+    else:
+        folder = tempfile.mkdtemp(prefix="servekit-metrics-")
+        _made_metrics_dir.append(folder)
+        os.environ[METRICS_DIR_ENV] = folder
+    server.log.info("workers share their metrics in %s", folder)
+
+
+def child_exit(server, worker):
+    """In the master, once a worker has exited: drop its live gauges (in-flight requests...); its counts stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """In the master, last: remove the metrics folder it made."""
+    for folder in _made_metrics_dir:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -22,6 +22,13 @@ def instrument(app: Flask, metrics: RequestMetrics) -> None:
     def start_request():
         g.started = time.perf_counter()
         g.request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        metrics.in_flight.inc()
+        g.in_flight = True
+
+    @app.teardown_request
+    def end_request(_error):
+        if g.pop("in_flight", False):  # teardown runs whatever happened, so the gauge never drifts up
+            metrics.in_flight.dec()
 
     @app.after_request
     def finish_request(response: Response):
