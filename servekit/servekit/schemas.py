@@ -103,7 +103,6 @@ JOBS = obj({"jobs": array_of(JOB)})
 EVALUATION = obj({"model": STRING, "accuracy": NUMBER, "loss": NUMBER, "samples": INTEGER, "seconds": NUMBER},
                  {"model_version": NULLABLE_INTEGER, "labels": array_of(INTEGER), "predicted": array_of(INTEGER),
                   "confidence": array_of(NUMBER)})
-EVALUATE = obj({"results": array_of(EVALUATION)})
 PREDICTION = obj({"model": STRING, "label": {"type": "integer", "minimum": 0, "maximum": 9},
                   "probabilities": PROBABILITIES, "inference_ms": NUMBER},
                  {"framework": STRING, "model_version": NULLABLE_INTEGER, "served_by": STRING,
@@ -111,6 +110,7 @@ PREDICTION = obj({"model": STRING, "label": {"type": "integer", "minimum": 0, "m
 MODEL_NOT_READY = obj({"model": STRING, "error": STRING}, {"model_version": NULLABLE_INTEGER, "framework": STRING,
                                                            "served_by": STRING})
 PREDICT = obj({"predictions": array_of({"oneOf": [PREDICTION, MODEL_NOT_READY]})})
+EVALUATE = obj({"results": array_of({"oneOf": [EVALUATION, MODEL_NOT_READY]})})  # not trained: as in /predict
 VERSION = obj({"version": INTEGER, "promoted": BOOLEAN}, {"test_accuracy": NULLABLE_NUMBER,
                                                           "created_at": NULLABLE_STRING})
 VERSIONS = obj({"model": STRING, "promoted": NULLABLE_INTEGER, "versions": array_of(VERSION)},

@@ -60,14 +60,21 @@ class Serving:
     def evaluate(self, name: str | None, limit: int | None, per_image: bool = False) -> list[dict]:
         """Test-split loss and accuracy of the named (or every) model's serving version.
 
-        ``per_image`` adds, for every test image in order, the true label (``labels``), the predicted one
-        (``predicted``) and its probability (``confidence``): what the gateway's statistics are computed from.
+        Without a name, a model not trained yet gets an entry with ``error`` while the others are evaluated, as
+        in /predict; NotReady (503) when none can be. ``per_image`` adds, for every test image in order, the true
+        label (``labels``), the predicted one (``predicted``) and its probability (``confidence``): what the
+        gateway's statistics are computed from.
         """
         selected = self.service.select(name)
+        if not any(served.ready for served in selected):
+            selected[0].current()  # NotReady (503): nothing here can be evaluated
         test = self.service.require_data().test.head(limit)
         x = to_model_input(test.images)
         results = []
         for served in selected:
+            if not served.ready:
+                results.append(self._not_ready(served))
+                continue
             installed = served.current()
             started = time.perf_counter()
             with installed.evaluating:  # Keras keeps metric state in the model: one evaluation at a time
@@ -101,9 +108,7 @@ class Serving:
         predictions = []
         for served in selected:
             if not served.ready:  # the ready models still answer; this one says why it cannot
-                predictions.append({"model": served.name, "model_version": None, "framework": info.framework,
-                                    "served_by": served_by,
-                                    "error": f"model {served.name!r} is not trained yet; POST /train first"})
+                predictions.append({**self._not_ready(served), "framework": info.framework})
                 continue
             result = self.infer(served, x)
             for row in result.outputs:
@@ -122,6 +127,11 @@ class Serving:
                     }
                 )
         return predictions
+
+    def _not_ready(self, served: ServedModel) -> dict:
+        """The entry of a model that cannot answer yet, in /predict and /evaluate."""
+        return {"model": served.name, "model_version": None, "served_by": self.service.settings.served_by,
+                "error": f"model {served.name!r} is not trained yet; POST /train first"}
 
 
 def predict_in_batches(backend: Backend, x: np.ndarray, batch: int = 1000) -> np.ndarray:
