@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
-from .web_security import parse_allowed_hosts
+from .web_security import service_hosts
 
 ROLES = ("all", "trainer", "server")
 PROMOTION_POLICIES = ("always", "if_better", "never")
@@ -31,7 +32,7 @@ class Settings:
     cpu_limit: int = 1
     served_by: str = ""
     trainer_url: str | None = None
-    allowed_hosts: list[str] | None = None  # None: any Host (the gateway calls replicas by address)
+    allowed_hosts: Container[str] | None = None  # Host names answered (web_security.ServiceHosts); None: any
     rate_limit: str | None = None  # per client, on /predict and /v2 infer, e.g. "20/second"; None: off
     max_evaluations: int = 2  # concurrent /evaluate calls per process
     max_batch: int = 32  # dynamic batching: images per model call at most
@@ -49,7 +50,7 @@ class Settings:
     def from_env(cls, default_port: int = 8000) -> Settings:
         """Read PORT, ROLE, MNIST_DIR, MODEL_REPOSITORY (or MODEL_DIR), KEEP_VERSIONS, MODEL_POLL_S,
         SERVER_WORKERS, CPU_LIMIT, *_THREADS, MAX_UPLOAD_BYTES, MAX_INFER_BATCH, SERVED_BY, TRAINER_URL,
-        ALLOWED_HOSTS, RATE_LIMIT, MAX_EVALUATIONS, MAX_BATCH, BATCH_WINDOW_MS."""
+        ALLOWED_HOSTS, SERVICE_NAME, RATE_LIMIT, MAX_EVALUATIONS, MAX_BATCH, BATCH_WINDOW_MS."""
         env = os.environ
         role = env.get("ROLE", "all").strip().lower()
         if role not in ROLES:
@@ -73,7 +74,10 @@ class Settings:
             cpu_limit=cpu_limit,
             served_by=env.get("SERVED_BY") or f"{socket.gethostname()}:{port}",
             trainer_url=env.get("TRAINER_URL") or None,
-            allowed_hosts=parse_allowed_hosts(env.get("ALLOWED_HOSTS") or "*"),
+            # SERVICE_NAME: the name compose, Swarm and Kubernetes give this framework's servers; by default the
+            # service's folder, where gunicorn runs (services/torch locally, /app/services/torch in the image).
+            allowed_hosts=service_hosts(env.get("ALLOWED_HOSTS"), env.get("SERVICE_NAME") or Path.cwd().name,
+                                        socket.gethostname()),
             rate_limit=env.get("RATE_LIMIT") or None,
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
             max_batch=max(1, int(env.get("MAX_BATCH", 32))),

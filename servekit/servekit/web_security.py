@@ -1,7 +1,9 @@
 """Request checks and response headers that keep browsers from being used against a service.
 
 - ``ALLOWED_HOSTS``: any other Host header is a 400, so a DNS-rebinding page cannot talk to a local
-  gateway under its own name (health probes are exempt: orchestrators probe by pod address).
+  gateway or service under its own name (health probes are exempt: orchestrators probe by pod address).
+  A framework service also answers to any IP address (the gateway calls replicas by address) and to its
+  own names (``ServiceHosts``).
 - A state-changing request (POST, PUT, PATCH, DELETE) from another site is a 403: its ``Origin``
   must be this host, and ``Sec-Fetch-Site`` must not say cross-site or same-site.
 - A POST must say ``Content-Type: application/json``, even with an empty body (else 415): a plain
@@ -13,7 +15,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+import re
+from collections.abc import Callable, Container
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import Flask, request
@@ -52,7 +57,44 @@ def parse_allowed_hosts(text: str | None, bind_host: str | None = None) -> list[
     return hosts
 
 
-def install_web_security(app: Flask, allowed_hosts: list[str] | None) -> None:
+@dataclass(frozen=True)
+class ServiceHosts:
+    """The Host names a framework service answers to: ``host in ServiceHosts(...)``.
+
+    The localhost names, any IP address (the gateway resolves every replica and calls it by address; a
+    rebinding page's Host is a domain name, never an address), the exact ``names``, and the Kubernetes
+    Service names of ``cluster_names``: ``<name>.<namespace>.svc`` and ``<name>.<namespace>.svc.cluster.local``.
+    """
+
+    names: frozenset[str]
+    cluster_names: frozenset[str] = frozenset()
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        return host in self.names or host in LOCAL_HOSTS or _is_ip_address(host) or self._is_cluster_name(host)
+
+    def _is_cluster_name(self, host: str) -> bool:
+        match = re.fullmatch(r"([a-z0-9-]+)\.[a-z0-9-]+\.svc(\.cluster\.local)?", host)
+        return bool(match) and match.group(1) in self.cluster_names
+
+
+def service_hosts(text: str | None, service_name: str, hostname: str) -> ServiceHosts | None:
+    """A framework service's allowed Host names; ALLOWED_HOSTS (``text``) adds names, ``*`` allows any (None).
+
+    Its own names are the ones compose, Swarm and Kubernetes reach a framework by: ``<service_name>`` (the
+    servers) and ``<service_name>-trainer``, Swarm's ``tasks.`` names of both, their Kubernetes Service names,
+    and the machine's ``hostname`` (a container's, a pod's).
+    """
+    extra = [h.strip().lower() for h in (text or "").split(",") if h.strip()]
+    if "*" in extra:
+        return None
+    own = {service_name.lower(), f"{service_name.lower()}-trainer"}
+    names = own | {f"tasks.{name}" for name in own} | {hostname.lower()} | set(extra)
+    return ServiceHosts(frozenset(names), frozenset(own))
+
+
+def install_web_security(app: Flask, allowed_hosts: Container[str] | None) -> None:
     """Refuse foreign Host headers, cross-site writes and non-JSON POSTs; add the security headers."""
 
     @app.before_request
@@ -86,6 +128,14 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) names no other host
+    except ValueError:
+        return False
+    return True
 
 
 def _same_origin(origin: str) -> bool:
