@@ -197,7 +197,7 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
     @app.get("/metrics")
     @documented(content="text/plain")
     def prometheus_metrics():
-        """Prometheus text-format metrics (per gunicorn worker when a server runs several)."""
+        """Prometheus text-format metrics (of every gunicorn worker when a server runs several)."""
         active = trainer.jobs.active() if trainer else None
         metrics.training_epoch.set(active.epoch if active else 0)
         metrics.training_step.set(active.step if active else 0)
