@@ -23,7 +23,9 @@ from .openapi import documented
 from .schemas import PARITY, PARITY_REQUEST, WEIGHTS
 from .service import ModelService
 from .serving import predict_in_batches
-from .weights import from_npz, to_npz
+from .weights import MAX_ARCHIVE_BYTES, from_npz, to_npz
+
+MAX_BASE64_CHARS = 4 * -(-MAX_ARCHIVE_BYTES // 3)  # the base64 of the largest archive accepted
 
 
 def parity_blueprint(service: ModelService) -> Blueprint:
@@ -47,11 +49,11 @@ def parity_blueprint(service: ModelService) -> Blueprint:
         """Load the given weights into a fresh instance of every model here; their test-set probabilities."""
         body = json_body(request, required=True, allowed={"weights", "limit"})
         limit = optional_int(body, "limit", 1, 10_000)
-        weights = from_npz(_base64(body.get("weights")))
-        test = service.require_data().test.head(limit)
-        x = to_model_input(test.images)
         results = []
-        with transplants.take():
+        with transplants.take():  # the archive is decoded in the slot too: concurrent uploads cannot add up
+            weights = from_npz(_base64(body.get("weights")))
+            test = service.require_data().test.head(limit)
+            x = to_model_input(test.images)
             for served in service.models.values():
                 backend = served.backend_class()
                 backend.import_weights(weights)
@@ -66,6 +68,9 @@ def parity_blueprint(service: ModelService) -> Blueprint:
 def _base64(value: object) -> bytes:
     if not isinstance(value, str) or not value:
         raise BadRequest("'weights' must be a base64 .npz archive, as GET /models/<name>/weights gives")
+    if len(value) > MAX_BASE64_CHARS:
+        raise BadRequest(f"'weights' is {len(value):,} characters of base64; an archive of at most "
+                         f"{MAX_ARCHIVE_BYTES:,} bytes ({MAX_BASE64_CHARS:,} characters) is accepted")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

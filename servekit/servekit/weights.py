@@ -13,9 +13,11 @@ transposes on the way in and out. Weights travel as a NumPy ``.npz`` archive.
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .errors import BadRequest
 
@@ -28,6 +30,15 @@ SHAPES = {
     "dense/bias": (10,),
 }
 Weights = dict[str, np.ndarray]
+
+# An uploaded archive is checked against this layout before anything in it is decompressed or allocated:
+# a zip bomb or a header claiming a terabyte array is refused from the zip directory or the .npy header.
+WEIGHT_DTYPE = np.dtype("<f4")
+MAX_NPY_HEADER_BYTES = 4096  # numpy writes 128 bytes; a longer header is refused before it is parsed
+MAX_ARCHIVE_BYTES = 1 << 20  # an np.savez export is 141 KB
+MAX_COMPRESSION_RATIO = 1032  # deflate's own maximum: a member claiming more is a forged directory
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what np.savez and np.savez_compressed write
+END_OF_DIRECTORY = struct.Struct("<4s4H2LH")  # the zip's end of central directory record
 
 
 def initial_weights(seed: int) -> Weights:
@@ -71,13 +82,92 @@ def to_npz(weights: Weights) -> bytes:
 
 
 def from_npz(data: bytes) -> Weights:
-    """Weights read back from ``to_npz`` bytes (never unpickling anything); 400 when unreadable."""
+    """Weights read from ``.npz`` bytes as ``to_npz`` writes them; a 400 saying what is wrong otherwise.
+
+    Nothing is decompressed before it is checked: the archive's size and member count, each member's name,
+    size and compression in the zip directory, then each ``.npy`` header's shape and dtype; the data read is
+    bounded by the size the layout expects. Nothing is ever unpickled.
+    """
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise BadRequest(f"the weights archive is {len(data):,} bytes; at most {MAX_ARCHIVE_BYTES:,} are accepted")
+    _check_member_count(data)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            weights = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = _layout_members(archive)
+            weights = {name: _read_member(archive, info, name) for name, info in members.items()}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
         raise BadRequest(f"the weights are not a readable .npz archive: {exc}") from None
     return check_weights(weights)
+
+
+def _check_member_count(data: bytes) -> None:
+    """Refuse more members than the layout has, from the end record, before zipfile reads the directory."""
+    start = data.rfind(b"PK\x05\x06", max(0, len(data) - END_OF_DIRECTORY.size - 0xFFFF))
+    if start < 0 or len(data) - start < END_OF_DIRECTORY.size:
+        raise BadRequest("the weights are not a .npz archive (no zip directory found)")
+    members = END_OF_DIRECTORY.unpack_from(data, start)[4]
+    if members > len(SHAPES):
+        raise BadRequest(f"the weights archive has {members:,} members; it must hold exactly {len(SHAPES)}: "
+                         f"{', '.join(f'{name}.npy' for name in SHAPES)}")
+
+
+def _layout_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Each layer name's member, checked in the zip directory: names, duplicates, sizes, compression."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if name not in SHAPES or not info.filename.endswith(".npy"):
+            raise BadRequest(f"the weights archive holds {info.filename!r:.80}; its members must be exactly "
+                             f"{', '.join(f'{name}.npy' for name in SHAPES)}")
+        if name in members:
+            raise BadRequest(f"the weights archive holds {info.filename} twice")
+        _check_directory_entry(info, name)
+        members[name] = info
+    missing = [f"{name}.npy" for name in SHAPES if name not in members]
+    if missing:
+        raise BadRequest(f"the weights archive lacks {', '.join(missing)}")
+    return members
+
+
+def _check_directory_entry(info: zipfile.ZipInfo, name: str) -> None:
+    """A member's compression and sizes as the zip directory states them, against what ``name`` can take."""
+    if info.compress_type not in ZIP_METHODS:
+        raise BadRequest(f"{info.filename} uses zip compression method {info.compress_type}; only stored or "
+                         "deflated members (np.savez, np.savez_compressed) are accepted")
+    limit = _data_bytes(name) + MAX_NPY_HEADER_BYTES
+    if info.file_size > limit:
+        raise BadRequest(f"{info.filename} expands to {info.file_size:,} bytes; {name} takes at most {limit:,}")
+    if info.file_size > max(1, info.compress_size) * MAX_COMPRESSION_RATIO:
+        raise BadRequest(f"{info.filename} claims a compression ratio over {MAX_COMPRESSION_RATIO}:1, more than "
+                         "deflate can give: the archive is forged")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+    """One layer's array: its .npy header checked before any data, the data read up to the expected size."""
+    expected = _data_bytes(name)
+    with archive.open(info) as member:
+        shape, fortran_order, dtype = _npy_header(member, info.filename)
+        if shape != SHAPES[name] or dtype != WEIGHT_DTYPE:
+            raise BadRequest(f"{info.filename} holds {dtype} of shape {list(shape)}; {name} must be float32 "
+                             f"(little-endian) of shape {list(SHAPES[name])}")
+        payload = member.read(expected + 1)  # one byte more tells trailing data
+    if len(payload) != expected:
+        raise BadRequest(f"{info.filename} has {len(payload):,} bytes of data; {name} takes {expected:,}")
+    return np.frombuffer(payload, WEIGHT_DTYPE).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _npy_header(member, filename: str) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran_order, dtype) from a .npy header (format 1.0 or 2.0), reading nothing past it."""
+    version = npy_format.read_magic(member)
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    if version not in readers:
+        raise BadRequest(f"{filename} is .npy format {version[0]}.{version[1]}; 1.0 or 2.0 are accepted")
+    return readers[version](member, max_header_size=MAX_NPY_HEADER_BYTES)
+
+
+def _data_bytes(name: str) -> int:
+    """The bytes of ``name``'s array in the layout's dtype."""
+    return int(np.prod(SHAPES[name])) * WEIGHT_DTYPE.itemsize
 
 
 def torch_dense_from_canonical(kernel: np.ndarray) -> np.ndarray:
