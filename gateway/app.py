@@ -20,7 +20,7 @@ import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 
 from servekit.app import install_error_handlers
-from servekit.auth import inference, install_auth, load_auth, read_token
+from servekit.auth import Auth, inference, install_auth, load_auth, read_token
 from servekit.backend import TrainConfig
 from servekit.batching import describe_batching
 from servekit.errors import ApiError, BadRequest
@@ -99,7 +99,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     auth = load_auth(os.environ, token_file=settings.data_dir / "api_token")
     install_auth(app, auth)
     if auth.enabled:
-        announce_page_url(auth.token, settings.public_url)
+        announce_page_url(auth, settings.public_url)
     predictions_fan_out = PredictionFanOut(directory, settings.predict_timeout_s, settings.max_batch,
                                            settings.batch_window_ms / 1000.0,
                                            on_batch=lambda images, seconds: metrics.fan_out_batch_size.observe(images))
@@ -348,9 +348,14 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     return app
 
 
-def announce_page_url(token: str, public_url: str) -> None:
-    """Print the page URL that carries the token (in the fragment: it never reaches a server log)."""
-    print(f"open {public_url}/#token={token} in a browser (API calls: Authorization: Bearer {token})",
+def announce_page_url(auth: Auth, public_url: str) -> None:
+    """Print the page URL, carrying the token (in the fragment: it never reaches a server log) when the gateway
+    generated it; an operator's token (API_TOKEN, a Docker or Kubernetes secret file) stays out of the log."""
+    if auth.supplied_by:
+        print(f"open {public_url}/#token=<token> in a browser, <token> being the one {auth.supplied_by} holds "
+              "(API calls: Authorization: Bearer <token>)", file=sys.stderr, flush=True)
+        return
+    print(f"open {public_url}/#token={auth.token} in a browser (API calls: Authorization: Bearer {auth.token})",
           file=sys.stderr, flush=True)
 
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from servekit.testing import authorized, wait_for_job
+from servekit.testing import authorized, free_port, wait_for_job
 from servekit.weights import MAX_ARCHIVE_BYTES, SHAPES
 
 API = authorized()  # state-changing calls carry the token of the processes the tests start
@@ -168,3 +168,37 @@ def test_an_export_of_a_trained_model_still_round_trips(torch_service, digits):
     for result in body["results"]:  # the transplants answer as the served model does (6 decimals)
         probabilities = np.frombuffer(base64.b64decode(result["probabilities"]), "<f4").reshape(20, 10)
         assert np.abs(probabilities - expected).max() < 1e-4, result["model"]
+
+
+# The token in the gateway's log: only one the gateway generated is printed.
+
+@pytest.mark.parametrize("source", ["API_TOKEN", "API_TOKEN_FILE"])
+def test_an_operator_supplied_token_never_reaches_the_gateway_log(tmp_path, gateway_factory, source):
+    token, service_token = f"operator-secret-{source.lower()}-7c1e", "service-secret-93ab"
+    secret = tmp_path / "api_token_secret"
+    secret.write_text(token + "\n")
+    env = {"API_TOKEN": token} if source == "API_TOKEN" else {"API_TOKEN": "", "API_TOKEN_FILE": str(secret)}
+    gateway = gateway_factory({"torch": f"http://127.0.0.1:{free_port()}"}, tmp_path / "gateway",
+                              SERVICE_TOKEN=service_token, **env)
+    try:
+        accepted = requests.post(gateway.url + "/train", json={"models": ["nope"]}, timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert accepted.status_code == 404, accepted.text  # the token works: past its check
+        refused = requests.post(gateway.url + "/train", json={}, timeout=10,
+                                headers={"Authorization": f"Bearer {token}x"})
+        assert refused.status_code == 403
+    finally:
+        gateway.stop()
+    log = gateway.log_path.read_text()  # stdout and stderr
+    assert f"open http://127.0.0.1:{gateway.port}/#token=<token> in a browser" in log, log
+    where = "API_TOKEN" if source == "API_TOKEN" else f"API_TOKEN_FILE ({secret})"
+    assert f"<token> being the one {where} holds" in log, log
+    assert token not in log and service_token not in log, log
+    assert not (tmp_path / "gateway" / "api_token").exists()  # nothing generated, nothing stored
+
+
+def test_a_generated_token_is_still_printed_in_the_page_link(tmp_path, gateway_factory):
+    gateway = gateway_factory({"torch": f"http://127.0.0.1:{free_port()}"}, tmp_path, API_TOKEN="")
+    gateway.stop()
+    token = (tmp_path / "api_token").read_text()
+    assert f"open http://127.0.0.1:{gateway.port}/#token={token} in a browser" in gateway.log_path.read_text()

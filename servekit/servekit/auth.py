@@ -3,7 +3,8 @@
 Jupyter-style, so that a newcomer still gets a working page: the token comes from ``API_TOKEN`` or a
 secret file (``API_TOKEN_FILE``, for Docker and Kubernetes secrets); without either, one is generated
 (kept in ``token_file`` when given, so a restart does not log the page out) and the caller prints the
-URL that carries it. ``AUTH=off`` turns the check off, with a warning in the log.
+URL that carries it. A token the operator supplied is never printed (``Auth.supplied_by`` says where it
+is). ``AUTH=off`` turns the check off, with a warning in the log.
 
 Reading stays open: GETs, health, metrics, the page, and predictions (``/predict``, ``/v2`` inference)
 unless ``PROTECT_PREDICT=1``. 401 without a token, 403 with a wrong one; compared in constant time.
@@ -36,6 +37,7 @@ class Auth:
     token: str | None = None
     protect_predict: bool = False
     generated: bool = False  # made up at start: the caller should tell the user
+    supplied_by: str | None = None  # the operator's setting that holds it ("API_TOKEN"): never to be printed
 
 
 def inference(view: Callable) -> Callable:
@@ -52,7 +54,7 @@ def load_auth(env: Mapping[str, str] = os.environ, token_file: Path | None = Non
         return Auth(enabled=False)
     token = read_token(env, prefix)
     if token:
-        return Auth(True, token, protect_predict)
+        return Auth(True, token, protect_predict, supplied_by=token_setting(env, prefix))
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
@@ -80,6 +82,13 @@ def read_token(env: Mapping[str, str], prefix: str) -> str | None:
     if not token:
         raise RuntimeError(f"{prefix}_TOKEN_FILE {path} is empty")
     return token
+
+
+def token_setting(env: Mapping[str, str], prefix: str) -> str:
+    """Which setting ``read_token`` takes the token from, for a log line: ``API_TOKEN`` or ``API_TOKEN_FILE (path)``."""
+    if env.get(f"{prefix}_TOKEN", "").strip():
+        return f"{prefix}_TOKEN"
+    return f"{prefix}_TOKEN_FILE ({env.get(f'{prefix}_TOKEN_FILE', '').strip()})"
 
 
 def install_auth(app: Flask, auth: Auth) -> None:
