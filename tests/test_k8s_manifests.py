@@ -5,7 +5,8 @@ API's JSON schemas in strict mode (kubernetes-validate ships them: no network), 
 checked for what the deployment promises: locked-down pods, probes and resources, read-only model
 repositories on the servers, one Recreate trainer per framework, an HPA per server Deployment, headless
 server Services, ReadWriteMany model claims, a NetworkPolicy that lets only the gateway reach the framework
-pods, and gateway URLs that name Services of the same render on the right ports.
+pods, and gateway URLs that name Services of the same render on the right ports; and the framework images
+are built from services/Dockerfile for the ports the manifests use.
 
 kubectl is required: without it the test fails (it does not skip).
 """
@@ -285,6 +286,25 @@ def test_one_trainer_writes_the_repository(base, fw):
     models = _volume(deployment, mounts["/models"]["name"])["persistentVolumeClaim"]
     assert models == {"claimName": f"models-{fw}"}
     assert _volume(deployment, mounts["/data/mnist"]["name"])["persistentVolumeClaim"] == {"claimName": "mnist"}
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_the_images_come_from_the_one_service_dockerfile_with_the_same_port(fw):
+    """compose.yaml (which tags the images the base names) and the README's `docker build` lines build
+    mnistcmp-<fw> from services/Dockerfile with SERVICE=<fw> and the port the manifests use; its user is
+    the pods' user."""
+    port = FRAMEWORKS[fw]
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name in (fw, f"{fw}-trainer"):
+        assert compose[name]["image"] == f"mnistcmp-{fw}:latest", name
+        build = compose[name]["build"]
+        assert (build["context"], build["dockerfile"]) == (".", "services/Dockerfile"), name
+        assert {key: build["args"][key] for key in ("SERVICE", "PORT")} == {"SERVICE": fw, "PORT": str(port)}, name
+    readme = (BASE / "README.md").read_text()
+    assert (f"docker build -f services/Dockerfile --build-arg SERVICE={fw} --build-arg PORT={port} "
+            f"-t mnistcmp-{fw}:latest .") in readme
+    dockerfile = (ROOT / "services" / "Dockerfile").read_text()
+    assert f"useradd --uid {POD_USER} " in dockerfile
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
