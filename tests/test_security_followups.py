@@ -202,3 +202,65 @@ def test_a_generated_token_is_still_printed_in_the_page_link(tmp_path, gateway_f
     gateway.stop()
     token = (tmp_path / "api_token").read_text()
     assert f"open http://127.0.0.1:{gateway.port}/#token={token} in a browser" in gateway.log_path.read_text()
+
+
+# A burst of large uploads on the gateway: refused beyond a few decode slots and a short queue, not queued.
+
+BURST = 24
+
+
+@pytest.fixture(scope="module")
+def large_png() -> bytes:
+    """A 40-megapixel PNG (the most accepted) of a stroke on white paper: ~0.2 MB, 40 MB once decoded."""
+    from PIL import Image, ImageDraw
+
+    width, height = 6400, 6250
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).line([(width // 2, height // 4), (width // 2, 3 * height // 4)], fill=0, width=300)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_a_burst_of_large_uploads_gets_429s_while_the_gateway_stays_live(tmp_path, gateway_factory,
+                                                                        torch_service, large_png):
+    gateway = gateway_factory({"torch": torch_service.url}, tmp_path)
+    answers, live_seconds, burst_over = [], [], threading.Event()
+
+    def upload() -> None:
+        answers.append(requests.post(gateway.url + "/predict", timeout=60,
+                                     files={"image": ("large.png", large_png, "image/png")}))
+
+    def probe_liveness() -> None:
+        while not burst_over.is_set():
+            started = time.monotonic()
+            assert requests.get(gateway.url + "/health/live", timeout=30).status_code == 200
+            live_seconds.append(time.monotonic() - started)
+            time.sleep(0.02)
+
+    try:
+        prober = threading.Thread(target=probe_liveness)
+        prober.start()
+        uploads = [threading.Thread(target=upload) for _ in range(BURST)]
+        for thread in uploads:
+            thread.start()
+        for thread in uploads:
+            thread.join()
+        burst_over.set()
+        prober.join()
+        statuses = [answer.status_code for answer in answers]
+        assert len(statuses) == BURST and set(statuses) <= {200, 429}, statuses  # never a 500
+        assert 200 in statuses and 429 in statuses, statuses
+        for answer in answers:
+            if answer.status_code == 429:
+                assert int(answer.headers["Retry-After"]) >= 1
+                assert "large image decodes are already running" in answer.json()["error"]
+            else:
+                assert any(p.get("model") == "torch" and "label" in p for p in answer.json()["predictions"])
+        assert live_seconds and max(live_seconds) < 1.0, live_seconds  # it took 2.4-3.7 s before
+        again = requests.post(gateway.url + "/predict", files={"image": ("large.png", large_png, "image/png")},
+                              timeout=60)
+        assert again.status_code == 200, again.text  # the slots are free again after the burst
+    finally:
+        burst_over.set()
+        gateway.stop()

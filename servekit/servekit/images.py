@@ -10,33 +10,43 @@ from __future__ import annotations
 import base64
 import io
 import math
-import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .limits import Slots
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_PIXELS = 40_000_000  # beyond this an image is refused as a likely decompression bomb
 WORK_PIXELS = 4_000_000  # larger images are reduced to about this before any float work
-MAX_CONCURRENT_DECODES = 2
+MAX_CONCURRENT_DECODES = 2  # of images over SMALL_IMAGE_PIXELS, per process
+DECODE_QUEUE = 4  # large uploads waiting for a decode slot; beyond, 429: a burst must not hold every server thread
+SMALL_IMAGE_PIXELS = 250_000  # a drawing or a cropped digit: decoded at once, without a slot (1 MB at most)
 INK_THRESHOLD = 0.1
 PAPER_PERCENTILE = 98  # of the border's brightness after inversion: the paper's level
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 MNIST_CENTRE = 14.0  # pixels above this (0..1, ink-bright) count as ink when cropping
 
 
-_decoding = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+_large_decodes = Slots(MAX_CONCURRENT_DECODES, "large image decodes are", retry_after_s=1, queue=DECODE_QUEUE,
+                       max_wait_s=5.0)
 
 
 def image_to_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an uploaded image and return float32 (28, 28, 1) in [0, 1], MNIST-style."""
+    """Decode an uploaded image and return float32 (28, 28, 1) in [0, 1], MNIST-style.
+
+    A large image waits for one of a few decode slots (each may briefly hold a large bitmap); when they and
+    their short queue are full it is refused, 429 with Retry-After, rather than holding a server thread.
+    """
     if not data:
         raise BadRequest("the image is empty; send a PNG, JPEG, GIF, BMP or WebP file in the field 'image'")
-    with _decoding:  # a few decodes at a time: each may briefly hold a large bitmap
-        image = _open(data, max_pixels)
+    image = _open(data, max_pixels)  # the header alone: nothing is decoded yet
+    with _decode_slot(image):
+        image = _decode(image)
         gray = _to_gray_on_white(image)
     ink = _ink_on_black(gray)
     if not (ink > INK_THRESHOLD).any():
@@ -83,20 +93,39 @@ def mnist_frame(ink: np.ndarray) -> np.ndarray:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The image with only its header read (format, size); 413 beyond ``max_pixels``, before any decoding."""
+    with _pillow_errors():
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        if image.width * image.height > max_pixels:
+            raise PayloadTooLarge(
+                f"the image is {image.width}x{image.height} pixels; at most {max_pixels:,} pixels are accepted"
+            )
+    return image
+
+
+def _decode_slot(image: Image.Image) -> AbstractContextManager[None]:
+    """One of the large-decode slots for a large image (429 when they and their queue are full); none for a small."""
+    return nullcontext() if image.width * image.height <= SMALL_IMAGE_PIXELS else _large_decodes.take()
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    """The opened image's pixels, reduced to about WORK_PIXELS when larger, upright (EXIF orientation)."""
+    with _pillow_errors():
+        if image.format == "JPEG":  # decoded at a reduced scale: a phone photo never becomes 12 Mpx
+            image.draft(image.mode, _budget_size(image.size))
+        image.load()
+        if image.width * image.height > WORK_PIXELS:  # before any float work, which multiplies memory
+            image = _reducible(image).reduce(math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS)))
+        return ImageOps.exif_transpose(image)  # a phone photo is stored sideways with an orientation tag
+
+
+@contextmanager
+def _pillow_errors() -> Iterator[None]:
+    """Pillow's failures as API errors: a decompression bomb 413, not an image 415, truncated or corrupt 400."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            if image.width * image.height > max_pixels:
-                raise PayloadTooLarge(
-                    f"the image is {image.width}x{image.height} pixels; at most {max_pixels:,} pixels are accepted"
-                )
-            if image.format == "JPEG":  # decoded at a reduced scale: a phone photo never becomes 12 Mpx
-                image.draft(image.mode, _budget_size(image.size))
-            image.load()
-            if image.width * image.height > WORK_PIXELS:  # before any float work, which multiplies memory
-                image = _reducible(image).reduce(math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS)))
-            image = ImageOps.exif_transpose(image)  # a phone photo is stored sideways with an orientation tag
+            yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PayloadTooLarge(f"the image is too large to decode safely: {exc}") from exc
         except UnidentifiedImageError as exc:
@@ -105,7 +134,6 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadRequest(f"the image could not be decoded (truncated or corrupt?): {exc}") from exc
-    return image
 
 
 def _reducible(image: Image.Image) -> Image.Image:

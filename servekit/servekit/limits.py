@@ -33,19 +33,42 @@ def install_rate_limit(app: Flask, rate: str | None) -> Limiter | None:
 
 
 class Slots:
-    """At most ``size`` of one kind of work at once; a request beyond that is refused, not queued."""
+    """At most ``size`` of one kind of work at once; a request beyond that is refused, not queued.
 
-    def __init__(self, size: int, what: str, status: int = 429, retry_after_s: int = 5):
+    With ``queue``, up to that many requests wait (at most ``max_wait_s``) for a slot before the next is refused:
+    short work (an image decode) is not refused for a moment's overlap, and a burst holds no more than
+    ``size + queue`` server threads.
+    """
+
+    def __init__(self, size: int, what: str, status: int = 429, retry_after_s: int = 5, queue: int = 0,
+                 max_wait_s: float = 10.0):
         self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._waiting = 0
         self.size, self.what, self.status, self.retry_after_s = size, what, status, retry_after_s
+        self.queue, self.max_wait_s = queue, max_wait_s
 
     @contextmanager
     def take(self) -> Iterator[None]:
-        """Hold one slot for the ``with`` block; ApiError (409 or 429, with Retry-After) when none is free."""
-        if not self._free.acquire(blocking=False):
-            raise ApiError(f"{self.size} {self.what} already running; try again when one has finished",
+        """Hold one slot for the ``with`` block; ApiError (409 or 429, with Retry-After) when none is free
+        (and the queue, if any, is full or the wait too long)."""
+        if not self._free.acquire(blocking=False) and not self._wait_for_one():
+            raise ApiError(f"{self.size} {self.what} already running"
+                           f"{f' and {self.queue} waiting' if self.queue else ''}; try again when one has finished",
                            self.status, headers={"Retry-After": str(self.retry_after_s)})
         try:
             yield
         finally:
             self._free.release()
+
+    def _wait_for_one(self) -> bool:
+        """Wait in the queue for a slot, if it has room: whether one was taken."""
+        with self._lock:
+            if self._waiting >= self.queue:
+                return False
+            self._waiting += 1
+        try:
+            return self._free.acquire(timeout=self.max_wait_s)
+        finally:
+            with self._lock:
+                self._waiting -= 1
