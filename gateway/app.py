@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
+from prometheus_client import Counter as MetricCounter
 
 from servekit.app import install_error_handlers
 from servekit.auth import Auth, inference, install_auth, load_auth, read_token
@@ -44,9 +45,10 @@ from servekit.schemas import PREDICT_REQUEST, PROMOTED, VERSIONS
 from servekit.web_security import accepts_any_media_type, install_web_security
 
 from .benchmark import DEFAULT_MAX_SECONDS, MAX_CONCURRENCY, MAX_REQUESTS, benchmark_model
-from .chart import render_chart
+from .chart import Charts
 from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError, as_api_error
 from .compare import build_comparison
+from .first_batches import FirstBatches, png_data_url
 from .judging import Judge
 from .parity import run_parity
 from .predictions import PredictionFanOut
@@ -77,6 +79,7 @@ INTERACTIVE_GRACE_S = 5.0  # beyond a call's own timeout: its connect, and a wai
 STATIC = Path(__file__).parent / "static"
 EVALUATE_TIMEOUT_S = 300.0
 MAX_TEST_IMAGES = 100  # per /compare/disagreements answer (and per /data/test call to a service)
+COMPUTING_RETRY_AFTER_S = 5  # /compare/disagreements while the verdict's answers are being computed
 RUN_FIELDS = (TRAIN_REQUEST_FIELDS - {"model", "run_id"}) | {"models", "parallel", "seeds"}
 
 
@@ -89,8 +92,14 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
                                  token=read_token(os.environ, "SERVICE"), interactive_threads=settings.threads,
                                  interactive_timeout_s=settings.predict_timeout_s + INTERACTIVE_GRACE_S)
     store = Store(settings.data_dir / "gateway.sqlite3")
-    runs = RunManager(directory, store, job_deadline_s=settings.job_deadline_s)
-    judge = Judge(directory)
+    judge = Judge(directory, served_rows=lambda: build_comparison(directory, store)["models"])
+    runs = RunManager(directory, store, job_deadline_s=settings.job_deadline_s,
+                      on_run_finished=lambda run: judge.watch())
+    judge.watch()  # the versions served now: their verdict is ready before anyone asks
+    chart_renders = MetricCounter("chart_renders", "Comparison charts rendered (not served from the cache), by format",
+                                  ["format"], registry=metrics.registry)
+    charts = Charts(on_render=lambda fmt: chart_renders.labels(fmt).inc())
+    first_batch_answers = FirstBatches(directory)
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
@@ -156,7 +165,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         label, votes = Counter(labels).most_common(1)[0]
         return jsonify(
             predictions=predictions,
-            consensus={"label": label, "votes": votes, "of": len(predictions)},
+            consensus={"label": label, "votes": votes, "of": len(labels)},
             input=np.round(x[0, :, :, 0], 4).tolist(),
             batch={"images": batch.batch_size, "queue_ms": round(batch.queue_ms, 3)},
             total_ms=round((time.perf_counter() - started) * 1000.0, 3),
@@ -180,8 +189,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(response=RUNS)
     def list_runs():
         """Training runs, newest first (persisted across restarts)."""
-        limit = request.args.get("limit", 50, type=int)
-        return jsonify(runs=runs.history(max(1, min(limit, 1000))))
+        return jsonify(runs=runs.history(query_int(request.args, "limit", 1, 1000, default=50)))
 
     @app.post("/runs/<run_id>/cancel")
     @app.delete("/runs/<run_id>")
@@ -213,9 +221,11 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         service = directory.owner(name)
         path = f"/models/{name}/versions/{version}/promote"
         try:
-            return jsonify(directory.trainer(service).call("POST", path, 30, json={}).body)
+            promoted = directory.trainer(service).call("POST", path, 30, json={}).body
         except ServiceError as exc:
             raise as_api_error(exc) from None
+        judge.watch()  # the verdict of the new served set, in the background
+        return jsonify(promoted)
 
     @app.post("/evaluate")
     @documented(request_body={"application/json": SELECTION}, response=EVALUATION_RECORD)
@@ -290,32 +300,19 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         hashes side by side."""
         seed = query_int(request.args, "seed", 0, 2**31 - 1, default=TrainConfig.seed)
         same_start = query_bool(request.args, "same_start")
-        plan = directory.resolve(None)
-
-        def ask(client: ServiceClient) -> list[dict]:
-            path = f"/data/first-batch?seed={seed}&same_start={str(same_start).lower()}&model="
-            return [client.call("GET", path + m, EVALUATE_TIMEOUT_S).body for m in plan[client.name]]
-
-        answers = directory.fan_out(ask, list(plan), pool="batch")
-        batches = []
-        for service, answer in answers.items():
-            if isinstance(answer, Exception):
-                batches.extend({"model": m, "service": service, "error": str(answer)} for m in plan[service])
-                continue
-            for batch in answer:
-                png = batch.pop("png")
-                batches.append({**batch, "service": service, "image": png_data_url(png)})
-        return jsonify(seed=seed, same_start=same_start, batches=batches)
+        return jsonify(seed=seed, same_start=same_start, batches=first_batch_answers.answer(seed, same_start))
 
     @app.get("/compare/disagreements")
     @documented(response=DISAGREEMENTS)
     def compare_disagreements():
         """Test digits on which the served models disagree, most split first, with each model's answer."""
-        limit = request.args.get("limit", "50")
-        if not (limit.isdecimal() and 1 <= int(limit) <= MAX_TEST_IMAGES):
-            raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_TEST_IMAGES}")
+        limit = query_int(request.args, "limit", 1, MAX_TEST_IMAGES, default=50)
         rows = build_comparison(directory, store)["models"]
-        found, models = judge.disagreements(rows, int(limit))
+        judged = judge.disagreements(rows, limit)
+        if judged is None:
+            raise ApiError("the served models' answers on the test digits are being computed; try again shortly",
+                           503, headers={"Retry-After": str(COMPUTING_RETRY_AFTER_S)})
+        found, models = judged
         _attach_images(directory, found)
         return jsonify(models=models, count=len(found), disagreements=found)
 
@@ -323,13 +320,13 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @documented(content="image/png")
     def chart_png():
         """The comparison chart as PNG."""
-        return Response(render_chart(build_comparison(directory, store), "png"), mimetype="image/png")
+        return Response(charts.get(build_comparison(directory, store), "png"), mimetype="image/png")
 
     @app.get("/compare/chart.svg")
     @documented(content="image/svg+xml")
     def chart_svg():
         """The comparison chart as SVG."""
-        return Response(render_chart(build_comparison(directory, store), "svg"), mimetype="image/svg+xml")
+        return Response(charts.get(build_comparison(directory, store), "svg"), mimetype="image/svg+xml")
 
     @app.get("/metrics")
     @documented(content="text/plain")
@@ -421,11 +418,6 @@ def _attach_images(directory: ServiceDirectory, entries: list[dict]) -> None:
             break
     for entry in entries:
         entry["image"] = images.get(entry["index"])
-
-
-def png_data_url(png_base64: str) -> str:
-    """Base64 PNG text as a URL the page can show directly."""
-    return f"data:image/png;base64,{png_base64}"
 
 
 def _evaluate_service(client: ServiceClient, models: list[str], limit: int | None) -> list[dict]:

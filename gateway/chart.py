@@ -1,21 +1,63 @@
-"""The comparison as one figure: accuracy, training time, serving latency and throughput."""
+"""The comparison as one figure: accuracy, training time, serving latency and throughput.
+
+A render costs the gateway 0.5-0.7 s of CPU, so ``Charts`` keeps the rendered bytes per comparison state
+(what the figure draws) and renders each state once, however many ask at the same time.
+"""
 
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to bytes
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .shared import SharedResults  # noqa: E402
+
 FRAMEWORK_COLOURS = {"keras": "#d62728", "torch": "#ee7733", "tensorflow": "#1f77b4", "jax": "#2ca02c"}
 OTHER_COLOUR = "#7f7f7f"
+KEPT_CHARTS = 8  # rendered charts kept (states and formats)
+_pyplot = threading.Lock()  # pyplot keeps global state: one figure at a time
+
+
+class Charts:
+    """Rendered charts by comparison state and format: each rendered once, however many ask at once."""
+
+    def __init__(self, on_render: Callable[[str], None] | None = None):
+        self.on_render = on_render or (lambda fmt: None)
+        self._rendered = SharedResults(KEPT_CHARTS)
+
+    def get(self, comparison: dict, fmt: str) -> bytes:
+        """The chart of ``comparison`` as PNG or SVG bytes, rendered only when its state is new."""
+        def render() -> bytes:
+            self.on_render(fmt)
+            return render_chart(comparison, fmt)
+
+        return self._rendered.get((fmt, drawn_state(comparison)), render)
+
+
+def drawn_state(comparison: dict) -> tuple:
+    """What the chart draws of a comparison: per row its name, colour and the four figures."""
+    state = []
+    for row in comparison["models"]:
+        serving = row.get("serving") or {}
+        latency = serving.get("latency_ms") or {}
+        state.append((row["model"], row.get("framework"), row.get("test_accuracy"),
+                      (row.get("training") or {}).get("epoch_seconds"), latency.get("p50"), latency.get("p99"),
+                      serving.get("throughput_rps")))
+    return tuple(state)
 
 
 def render_chart(comparison: dict, fmt: str) -> bytes:
     """A 2x2 figure of the comparison's models, as PNG or SVG bytes."""
-    rows = comparison["models"]
+    with _pyplot:
+        return _render(comparison["models"], fmt)
+
+
+def _render(rows: list[dict], fmt: str) -> bytes:
     names = [row["model"] for row in rows]
     colours = [FRAMEWORK_COLOURS.get(row.get("framework"), OTHER_COLOUR) for row in rows]
     figure, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)

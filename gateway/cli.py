@@ -48,6 +48,16 @@ def follow_run(gateway: str, run_id: str) -> dict:
         time.sleep(POLL_S)
 
 
+def comparison_with_verdict(gateway: str, timeout_s: float = 600.0) -> dict:
+    """/compare once its verdict is no longer being computed in the background (or after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        comparison = requests.get(f"{gateway}/compare", timeout=60).json()
+        if (comparison.get("verdict") or {}).get("status") != "computing" or time.monotonic() > deadline:
+            return comparison
+        time.sleep(2.0)
+
+
 def predict_p50(url: str, count: int) -> float:
     """p50 in ms of ``count`` sequential /predict calls (concurrency 1) with the benchmark input."""
     session = requests.Session()
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     api.post(f"{gateway}/benchmark", json={**selection, "requests": args.requests,
                                                "concurrency": args.concurrency}, timeout=3600).raise_for_status()
 
-    comparison = requests.get(f"{gateway}/compare", timeout=60).json()
+    comparison = comparison_with_verdict(gateway)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2))

@@ -34,8 +34,10 @@ STOP_CALL_TIMEOUT_S = 1.5  # per trainer, when the gateway stops: it must be gon
 class RunManager:
     """Starts runs in the background, one at a time, and answers for their progress."""
 
-    def __init__(self, directory: ServiceDirectory, store: Store, job_deadline_s: float = 6 * 3600.0):
+    def __init__(self, directory: ServiceDirectory, store: Store, job_deadline_s: float = 6 * 3600.0,
+                 on_run_finished=None):
         self.directory, self.store, self.job_deadline_s = directory, store, job_deadline_s
+        self.on_run_finished = on_run_finished  # called with the run once it has ended (no longer active)
         self._lock = threading.Lock()
         self._active: dict | None = None
         self._last_saved = 0.0
@@ -156,6 +158,8 @@ class RunManager:
             finally:
                 with self._lock:
                     self._active = None
+                if self.on_run_finished is not None:
+                    self.on_run_finished(copy.deepcopy(run))
 
     def _train_service(self, run: dict, service: str, models: list[str]) -> None:
         for model in models:

@@ -81,7 +81,13 @@ COMPARE_ROW = obj({
 })
 VERDICT_PAIR = obj({"a": STRING, "b": STRING, "a_only": INTEGER, "b_only": INTEGER, "p_value": NUMBER,
                     "p_adjusted": NUMBER, "significant": BOOLEAN})
-VERDICT = nullable(obj({"pairs": array_of(VERDICT_PAIR), "summary": STRING}))
+VERDICT_STATUS = {"type": "string", "enum": ["ready", "computing"]}
+# Ready: the statistics; computing: {"status": "computing"} while they are computed in the background; null with
+# fewer than two models. (The branches name no type, so that null passes them: OpenAPI 3.0's nullable.)
+VERDICT = nullable({**obj({"status": VERDICT_STATUS}, {"pairs": array_of(VERDICT_PAIR), "summary": STRING}), "anyOf": [
+    {"properties": {"status": {"enum": ["ready"]}}, "required": ["pairs", "summary"]},
+    {"properties": {"status": {"enum": ["computing"]}}},
+]})
 COMPARE = obj({"generated_at": NUMBER, "models": array_of(COMPARE_ROW)}, {"verdict": VERDICT})
 GATEWAY_HEALTH = obj({"status": STRING, "services": INTEGER, "services_up": INTEGER},
                      {"batching": obj({"max_batch": INTEGER, "window_ms": NUMBER, "enabled": BOOLEAN})})
@@ -96,13 +102,17 @@ ROUTES = {
     "predict": Route(errors={415: "not an image in a supported format, nor JSON pixels",
                              422: "no digit found in the image", 502: "no service answered"}),
     "train": Route(errors={**UNKNOWN_MODELS, 409: "another run is still active", **MODELS_UNKNOWN_YET}),
-    "list_runs": Route(query={"limit": {"schema": INTEGER, "description": "how many runs (1..1000, default 50)"}}),
+    "list_runs": Route(query={"limit": {"schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                        "description": "how many runs (1..1000, default 50)"}},
+                       errors={400: "'limit' is not a whole number from 1 to 1000"}),
     "cancel_run": Route(errors={409: "the run has already finished"}),
     "compare_disagreements": Route(query={"limit": {"schema": {"type": "integer", "minimum": 1, "maximum": 100}}},
-                                   errors={400: "'limit' is not a whole number from 1 to 100"}),
+                                   errors={400: "'limit' is not a whole number from 1 to 100",
+                                           503: "the served models' answers are being computed; see Retry-After"}),
     "first_batches": Route(query={"seed": {"schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
                                   "same_start": {"schema": {"type": "string", "enum": ["true", "false"]}}},
                            errors={400: "'seed' out of range, or 'same_start' not true or false",
+                                   429: "other first-batch computations are running; see Retry-After",
                                    **MODELS_UNKNOWN_YET}),
     "model_versions": Route(errors=SERVICE_ANSWER),
     "promote_version": Route(errors={**SERVICE_ANSWER, 409: "its trainer refused (not a trainer)"}),

@@ -43,6 +43,15 @@ def run_to_the_end(stack, body: dict, timeout: float = 900) -> dict:
     return run
 
 
+def compare_when_judged(url: str, timeout: float = 600) -> requests.Response:
+    """GET /compare once its verdict is no longer being computed in the background."""
+    deadline = time.monotonic() + timeout
+    while (response := requests.get(url + "/compare", timeout=30)).json()["verdict"] == {"status": "computing"}:
+        assert time.monotonic() < deadline, "the verdict was not computed in time"
+        time.sleep(0.5)
+    return response
+
+
 def test_every_model_trained_once_per_seed(trained):
     run = trained.state["run"]
     assert run["config"]["seeds"] == SEEDS and run["progress"] == 1.0
@@ -62,7 +71,7 @@ def test_seeds_are_refused_when_malformed(stack):
 
 def test_compare_reports_spread_over_seeds_intervals_and_the_verdict(trained):
     spec = requests.get(trained.url + "/openapi.json", timeout=30).json()
-    response = requests.get(trained.url + "/compare", timeout=600)
+    response = compare_when_judged(trained.url)
     assert_matches_openapi(spec, "GET", "/compare", response)
     comparison = response.json()
     run = trained.state["run"]

@@ -288,6 +288,9 @@ async function refreshServices() {
 
 function fmt(value, digits) { return value === null || value === undefined ? "–" : Number(value).toFixed(digits); }
 
+const VERDICT_POLL_MS = 2000;
+let verdictPoll = null, shownChart = "";
+
 async function refreshCompare() {
   let comparison;
   try { comparison = await api("/compare"); } catch (error) { setStatus("#compare-status", error.message, true); return; }
@@ -306,12 +309,23 @@ async function refreshCompare() {
       el("td", { text: fmt(s.throughput_rps, 0) }));
   });
   $("#compare-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
-  $("#chart").src = `/compare/chart.svg?t=${Date.now()}`;
+  const chartState = JSON.stringify(comparison.models);
+  if (chartState !== shownChart) { // the gateway renders a state once; ask again only when it changed
+    shownChart = chartState;
+    $("#chart").src = `/compare/chart.svg?t=${Date.now()}`;
+  }
   renderVerdict(comparison.verdict);
-  if (comparison.verdict) refreshGallery();
+  if (comparison.verdict && comparison.verdict.status !== "computing") refreshGallery();
 }
 
 function renderVerdict(verdict) {
+  clearTimeout(verdictPoll);
+  if (verdict && verdict.status === "computing") {
+    // The gateway computes it in the background (every model answers the 10,000 test digits): ask until it is there.
+    $("#verdict-summary").textContent = "Computing the verdict: the served models are answering the 10,000 test digits…";
+    verdictPoll = setTimeout(refreshCompare, VERDICT_POLL_MS);
+    return;
+  }
   if (!verdict) return;
   $("#verdict-summary").textContent = verdict.summary;
   const head = el("tr", {}, ...["model A", "model B", "only A right", "only B right", "p", "p (Holm)", "significant"]

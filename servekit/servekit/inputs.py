@@ -107,9 +107,13 @@ def query_int(args, name: str, minimum: int, maximum: int, default: int) -> int:
     text = args.get(name)
     if text is None:
         return default
-    if not (text.isdecimal() and minimum <= int(text) <= maximum):
+    # ASCII digits only: isdecimal() also passes other scripts' digits ('١'), which int() reads. The length is
+    # checked before int(), which refuses strings of over 4,300 digits with a ValueError.
+    digits = text.lstrip("0") or "0"
+    wellformed = text.isascii() and text.isdecimal() and len(digits) <= len(str(maximum))
+    if not (wellformed and minimum <= int(digits) <= maximum):
         raise BadRequest(f"'{name}' must be a whole number between {minimum} and {maximum}")
-    return int(text)
+    return int(digits)
 
 
 def query_bool(args, name: str) -> bool:
