@@ -79,7 +79,6 @@ INTERACTIVE_GRACE_S = 5.0  # beyond a call's own timeout: its connect, and a wai
 STATIC = Path(__file__).parent / "static"
 EVALUATE_TIMEOUT_S = 300.0
 MAX_TEST_IMAGES = 100  # per /compare/disagreements answer (and per /data/test call to a service)
-COMPUTING_RETRY_AFTER_S = 5  # /compare/disagreements while the verdict's answers are being computed
 RUN_FIELDS = (TRAIN_REQUEST_FIELDS - {"model", "run_id"}) | {"models", "parallel", "seeds"}
 
 
@@ -309,12 +308,11 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
         limit = query_int(request.args, "limit", 1, MAX_TEST_IMAGES, default=50)
         rows = build_comparison(directory, store)["models"]
         judged = judge.disagreements(rows, limit)
-        if judged is None:
-            raise ApiError("the served models' answers on the test digits are being computed; try again shortly",
-                           503, headers={"Retry-After": str(COMPUTING_RETRY_AFTER_S)})
+        if judged is None:  # the answers are being computed in the background (as /compare's verdict says)
+            return jsonify(status="computing", models=[], count=0, disagreements=[])
         found, models = judged
         _attach_images(directory, found)
-        return jsonify(models=models, count=len(found), disagreements=found)
+        return jsonify(status="ready", models=models, count=len(found), disagreements=found)
 
     @app.get("/compare/chart.png")
     @documented(content="image/png")

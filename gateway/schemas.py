@@ -107,8 +107,7 @@ ROUTES = {
                        errors={400: "'limit' is not a whole number from 1 to 1000"}),
     "cancel_run": Route(errors={409: "the run has already finished"}),
     "compare_disagreements": Route(query={"limit": {"schema": {"type": "integer", "minimum": 1, "maximum": 100}}},
-                                   errors={400: "'limit' is not a whole number from 1 to 100",
-                                           503: "the served models' answers are being computed; see Retry-After"}),
+                                   errors={400: "'limit' is not a whole number from 1 to 100"}),
     "first_batches": Route(query={"seed": {"schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
                                   "same_start": {"schema": {"type": "string", "enum": ["true", "false"]}}},
                            errors={400: "'seed' out of range, or 'same_start' not true or false",
@@ -123,7 +122,8 @@ ROUTES = {
                             502: "a service did not answer", 503: "the source model is not trained yet"}),
 }
 DISAGREEMENTS = obj({"models": array_of(STRING), "count": INTEGER, "disagreements": array_of(obj(
-    {"index": INTEGER, "label": INTEGER, "predictions": {"type": "object"}}, {"image": NULLABLE_STRING}))})
+    {"index": INTEGER, "label": INTEGER, "predictions": {"type": "object"}}, {"image": NULLABLE_STRING}))},
+    {"status": VERDICT_STATUS})
 PARITY_REQUEST = strict({"source": MODEL_NAME}, {"limit": EVALUATE_LIMIT})
 PARITY_TARGET = obj({"model": STRING, "framework": STRING, "max_abs_diff": NUMBER, "agreement": NUMBER,
                      "accuracy": NUMBER})

@@ -172,8 +172,8 @@ def test_compare_answers_computing_at_once_and_asks_for_the_answers_once(stand_i
         assert_matches_openapi(spec, "GET", "/compare", response)
         assert response.json()["verdict"] == {"status": "computing"}
     waiting = requests.get(gateway.url + "/compare/disagreements?limit=5", timeout=30)
-    assert waiting.status_code == 503 and waiting.headers["Retry-After"] == "5"
-    assert "being computed" in waiting.json()["error"]
+    assert_matches_openapi(spec, "GET", "/compare/disagreements", waiting)
+    assert waiting.json() == {"status": "computing", "models": [], "count": 0, "disagreements": []}
 
     stand_in.release.set()
     deadline = time.monotonic() + 60
@@ -185,7 +185,8 @@ def test_compare_answers_computing_at_once_and_asks_for_the_answers_once(stand_i
     rows = {row["model"]: row for row in requests.get(gateway.url + "/compare", timeout=30).json()["models"]}
     assert rows["fake-a"]["test_correct"] == TEST_IMAGES - 300 and rows["fake-b"]["test_correct"] == TEST_IMAGES - 200
     found = requests.get(gateway.url + "/compare/disagreements?limit=5", timeout=30)
-    assert found.status_code == 200 and found.json()["count"] == 5
+    assert_matches_openapi(spec, "GET", "/compare/disagreements", found)
+    assert found.json()["status"] == "ready" and found.json()["count"] == 5
     assert stand_in.evaluations == {"fake-a": 1, "fake-b": 1}  # 20 /compare calls and more: one computation
 
 
@@ -291,7 +292,7 @@ def test_compare_right_after_a_run_answers_at_once_and_judges_once(two_services)
         # Each service was asked for its trained model's per-image answers exactly once.
         assert service_metric(service, "http_requests_total", endpoint="/evaluate", method="POST") == 1, name
     found = requests.get(gateway.url + "/compare/disagreements?limit=10", timeout=30)
-    assert found.status_code == 200 and found.json()["models"] == TRAINED
+    assert found.status_code == 200 and found.json()["models"] == TRAINED and found.json()["status"] == "ready"
 
 
 def test_consensus_counts_the_answers_not_the_errors(two_services, digits):
