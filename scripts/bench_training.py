@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Steady training seconds per epoch of the five models, each trained by its backend's own ``train()``.
+"""Steady training seconds per epoch of the eight models, each trained by its backend's own ``train()``.
 
-Every model runs in its own subprocess with its service's virtualenv (TensorFlow and PyTorch never share a
-process), one after the other (never in parallel), with the default TrainConfig (batch 128, Adam 1e-3, seed 42)
-on the full 54,000-image training split, and with the thread settings of the services in production: servekit's
-Settings (INTRA_OP_THREADS, else the CPU limit per worker; INTER_OP_THREADS, else 1), set as each app.py sets
-them, and the environment servekit.gunicorn_settings gives a trainer (OMP_WAIT_POLICY; ROLE=trainer unless $ROLE
-says otherwise). The first epoch is warm-up (tracing, allocator, caches); the steady figure is the mean of the
-others. An epoch is timed as the backend reports it, from ``begin_epoch`` to ``end_epoch`` (the validation pass
-included, in every framework); ``train s`` is the part up to the epoch's last step. ``others`` is the CPU
-other processes used meanwhile, in cores: on a shared machine a figure with others well above 0 is disturbed.
-``--repeat N`` trains every model N times, in alternating order, and reports the best run (and the median);
-``--quiet-below`` waits for a quiet machine before each model; ``--source DIR`` times other backend files
+Every model runs in its own subprocess with its service's virtualenv (TensorFlow and PyTorch never share a process;
+the jax service's models run in the jax venv), one after the other (never in parallel), with the default TrainConfig
+(batch 128, Adam 1e-3, seed 42) on the full 54,000-image training split, and with the thread settings of the
+services in production: servekit's Settings (INTRA_OP_THREADS, else the CPU limit per worker; INTER_OP_THREADS, else
+1), set as each app.py sets them (XLA, which has no thread setting, through the CPU affinity:
+services/jax/threads.py), and the environment servekit.gunicorn_settings gives a trainer (OMP_WAIT_POLICY;
+ROLE=trainer unless $ROLE says otherwise). The first epoch is warm-up (tracing, allocator, caches); the steady
+figure is the mean of the others. An epoch is timed as the backend reports it, from ``begin_epoch`` to ``end_epoch``
+(the validation pass included, in every framework); ``train s`` is the part up to the epoch's last step. ``others``
+is the CPU other processes used meanwhile, in cores: on a shared machine a figure with others well above 0 is
+disturbed. ``--repeat N`` trains every model N times, in alternating order, and reports the best run (and the
+median); ``--quiet-below`` waits for a quiet machine before each model; ``--source DIR`` times other backend files
 (DIR/<service>/backend.py), e.g. a copy of the code before a change.
 
     .venvs/dev/bin/python scripts/bench_training.py [--models torch,tf-native] [--epochs 3] [--train-limit N]
@@ -37,9 +38,13 @@ MODELS = {  # model -> (service folder, backend class)
     "keras-sequential": ("keras", "SequentialBackend"),
     "keras-functional": ("keras", "FunctionalBackend"),
     "torch": ("torch", "TorchBackend"),
+    "keras-torch": ("torch", "KerasTorchBackend"),
     "tf-native": ("tf", "NativeBackend"),
     "tf-hybrid": ("tf", "HybridBackend"),
+    "flax": ("jax", "FlaxBackend"),
+    "keras-jax": ("jax", "KerasJaxBackend"),
 }
+RUNTIMES = {"torch": "torch", "jax": "jax"}  # service -> the runtime whose threads it sets (else TensorFlow)
 RESULT_MARK = "BENCH_RESULT "
 
 
@@ -82,6 +87,14 @@ def set_threads(framework: str, settings) -> dict:
         torch.set_num_interop_threads(settings.inter_op_threads)
         return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
                 "version": torch.__version__}
+    if framework == "jax":
+        from threads import limit_xla_threads  # the jax service's own: CPU affinity before JAX starts
+
+        threads = limit_xla_threads(settings.intra_op_threads)
+        import jax
+
+        return {"intra_op": threads["intra_op"], "inter_op": None, "version": jax.__version__,
+                "xla_flags": threads["xla_flags"]}
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
@@ -100,7 +113,7 @@ def worker(model: str, epochs: int, train_limit: int | None, source: Path) -> di
     from servekit.settings import Settings
 
     settings = Settings.from_env()
-    threads = set_threads("torch" if service == "torch" else "tensorflow", settings)
+    threads = set_threads(RUNTIMES.get(service, "tensorflow"), settings)
     threads["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
     import backend as backend_module  # after the threads are set, as app.py does
 
@@ -285,7 +298,7 @@ def main() -> int:
         print(line)
     threads = {(r["threads"]["intra_op"], r["threads"]["inter_op"], r["threads"]["OMP_WAIT_POLICY"])
                for r in run["models"].values()}
-    print(f"threads (intra, inter, OMP_WAIT_POLICY): {', '.join(map(str, sorted(threads)))}; "
+    print(f"threads (intra, inter, OMP_WAIT_POLICY): {', '.join(sorted(map(str, threads)))}; "
           f"load average before {run['load_before']}, after {run['load_after']}")
     print("others: cores busy with other processes during the model's run (a disturbed figure: rerun it)"
           + (f"; s/epoch is the best of {args.repeat} runs, median the median" if args.repeat > 1 else ""))
