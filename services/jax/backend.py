@@ -216,9 +216,13 @@ class FlaxBackend:
         if self._serve is None:
             self.model.eval()
             graphdef, state = nnx.split(self.model)
-            forward = jax.jit(lambda state, images: jax.nn.softmax(nnx.merge(graphdef, state)(images)))
+            # The state's leaves as a flat list: flattening the nnx.State on every call made a one-image call
+            # 0.26 ms instead of 0.21.
+            leaves, treedef = jax.tree.flatten(state)
+            forward = jax.jit(lambda leaves, images: jax.nn.softmax(
+                nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(images)))
             sizes = bucket_sizes(max_batch_from_env())
-            self._serve = lambda x: run_in_buckets(lambda batch: np.asarray(forward(state, batch), np.float32),
+            self._serve = lambda x: run_in_buckets(lambda batch: np.asarray(forward(leaves, batch), np.float32),
                                                    x, sizes)
         return self._serve(np.asarray(x, np.float32))
 
@@ -288,3 +292,10 @@ class KerasJaxBackend(SequentialBackend):
     """``keras-jax``: the ``keras-sequential`` network, ``compile`` + ``fit``, on Keras' JAX backend."""
 
     name = "keras-jax"
+
+    def train(self, data: TrainingData, config: TrainConfig, progress: Progress) -> list[EpochRecord]:
+        """``compile`` + ``fit`` as every Keras model, with glibc's malloc keeping XLA's freed buffers meanwhile
+        (``_freed_memory_kept``). The step itself is Keras' (jitted, its state donated); most of it is XLA's CPU
+        backward of MaxPooling2D (reduce_window's gradient, select_and_scatter) and of the convolutions."""
+        with _freed_memory_kept():
+            return super().train(data, config, progress)
