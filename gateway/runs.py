@@ -28,7 +28,7 @@ BUSY_RETRY_S = 600.0  # how long to wait for a service that is busy with a job s
 JOB_FIELDS = ("epoch", "epochs", "step", "steps_per_epoch", "loss", "accuracy", "history")
 SEED_RESULT_FIELDS = ("status", "test_accuracy", "epoch_seconds", "train_seconds", "version", "error")
 ACTIVE_MODEL_STATES = ("queued", "waiting", "running")
-STOP_CALL_TIMEOUT_S = 1.5  # per trainer, when the gateway stops: it must be gone within a few seconds
+STOP_CALL_TIMEOUT_S = 1.0  # per trainer, when the gateway stops: it must be gone within a few seconds
 
 
 class RunManager:

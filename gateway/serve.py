@@ -24,7 +24,7 @@ from waitress.wasyncore import close_all
 from .wsgi import app
 
 log = logging.getLogger(__name__)
-STOP_GRACE_S = float(os.environ.get("GATEWAY_STOP_GRACE_S", "2"))
+STOP_GRACE_S = float(os.environ.get("GATEWAY_STOP_GRACE_S", "1"))
 
 
 class StopServing(BaseException):

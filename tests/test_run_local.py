@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from servekit.testing import free_port, wait_healthy
+from tests.conftest import SERVICES
 from tests.stopping import (
     STOP_LIMIT_S,
     PredictionStream,
@@ -46,7 +47,7 @@ def listening_addresses(ports) -> set[str]:
 
 def start_run_local(tmp_path: Path, mnist) -> tuple[subprocess.Popen, dict[str, int]]:
     """scripts/run-local in a session of its own (a terminal's foreground group), every service up."""
-    ports = {name: free_port() for name in ("GATEWAY", "KERAS", "TORCH", "TF")}
+    ports = {name: free_port() for name in ("GATEWAY", *(service.upper() for service in SERVICES))}
     env = {**os.environ, **{f"{name}_PORT": str(port) for name, port in ports.items()},
            "MODEL_DIR_ROOT": str(tmp_path), "MNIST_DIR": str(mnist.folder)}
     env.pop("API_TOKEN", None)
@@ -58,10 +59,10 @@ def start_run_local(tmp_path: Path, mnist) -> tuple[subprocess.Popen, dict[str, 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         services = requests.get(gateway + "/services", timeout=10).json()["services"]
-        if len(services) == 3 and all(s["up"] for s in services):
+        if len(services) == len(SERVICES) and all(s["up"] for s in services):
             break
         time.sleep(1)
-    assert sorted(s["name"] for s in services) == ["keras", "tf", "torch"]
+    assert sorted(s["name"] for s in services) == sorted(SERVICES)
     assert all(s["up"] for s in services), services
     return process, ports
 
@@ -94,7 +95,7 @@ def test_run_local_starts_everything_and_ctrl_c_always_stops_it(tmp_path, mnist)
             with PredictionStream(gateway + "/predict") as stream:
                 wait_for_training(gateway, run_id)
                 tree = process_tree(process.pid)
-                assert len(tree) >= 8, tree  # run-local, three gunicorn masters and their workers, the gateway
+                assert len(tree) >= 2 + 2 * len(SERVICES), tree  # run-local, gunicorn masters and workers, gateway
                 answered_before = stream.answered
                 time.sleep(0.5)
                 assert stream.answered > answered_before  # predictions are arriving as the stop comes

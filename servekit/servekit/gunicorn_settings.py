@@ -9,8 +9,10 @@ while a training job keeps a core busy.
 """
 
 import glob
+import logging
 import os
 import shutil
+import sys
 import tempfile
 
 from servekit.settings import server_workers
@@ -39,16 +41,26 @@ timeout = 120  # an evaluation of the whole test set may hold a request for a wh
 # stack must be gone within 5 s of a stop (Ctrl-C of `make run`, `docker stop` well inside its 30 s grace);
 # an evaluation cut short by a stop is asked again by its client.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT_S", "3"))
-JOB_STOP_WAIT_S = 1.0  # for the training job to reach its next step and end, writing nothing
+JOB_STOP_WAIT_S = 0.5  # for the training job to reach its next step and end, writing nothing
 
 
 def worker_exit(server, worker):
     """In a worker on its way out: cancel its training job, so that a stop never leaves a version behind
-    that nobody asked for and the job reads "cancelled" (its thread is a daemon and dies with the worker)."""
+    that nobody asked for and the job reads "cancelled" (its thread is a daemon and dies with the worker);
+    then leave at once.
+
+    The worker's requests are over by now (gunicorn waited for them); what is left is the interpreter's own
+    finalization, where TensorFlow's, XLA's and OpenMP's thread pools took seconds or aborted ("terminate called
+    without an active exception"), so that gunicorn had to kill the worker after its graceful timeout.
+    """
     from servekit.jobs import stop_all_jobs
 
     for job in stop_all_jobs("cancelled: the service stopped", JOB_STOP_WAIT_S):
         server.log.info("training job %s cancelled: the service stopped (%s)", job.job_id, job.status)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 accesslog = None  # each app logs its own JSON access line, with the request id (servekit.observability)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
