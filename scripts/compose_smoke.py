@@ -34,7 +34,7 @@ TOKEN = secrets.token_urlsafe(16)  # the gateway's API_TOKEN; the services' toke
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SERVICES = ("keras-trainer", "keras", "torch-trainer", "torch", "tf-trainer", "tf", "gateway")
 TORCH_REPLICAS = 2
-MODELS = 5
+MODELS = 6  # keras-sequential, keras-functional, torch, keras-torch, tf-native, tf-hybrid (compose has no jax yet)
 
 
 def compose(*args: str, env: dict, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
