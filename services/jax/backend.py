@@ -7,10 +7,7 @@ import os
 
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is first imported: it reads its backend once
 
-import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import functools  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -24,6 +21,7 @@ from flax import nnx, serialization  # noqa: E402
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData  # noqa: E402
 from servekit.buckets import bucket_sizes, max_batch_from_env, run_in_buckets, warm_up_buckets  # noqa: E402
 from servekit.keras_models import SequentialBackend  # noqa: E402
+from servekit.memory import freed_memory_kept  # noqa: E402
 from servekit.mnist import to_model_input  # noqa: E402
 from servekit.weights import Weights, check_weights, initial_weights, shared_order  # noqa: E402
 
@@ -33,7 +31,6 @@ from servekit.weights import Weights, check_weights, initial_weights, shared_ord
 # in batches of 200 (none).
 EVAL_BATCH = 200
 WEIGHTS_FILE = "params.msgpack"
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -154,7 +151,7 @@ class FlaxBackend:
         if config.same_start:
             self.import_weights(initial_weights(config.seed))
         optimizer = nnx.Optimizer(self.model, optax.adam(config.learning_rate), wrt=nnx.Param)
-        with _freed_memory_kept():
+        with freed_memory_kept():
             return self._train(optimizer, data, config, progress)
 
     def _train(self, optimizer: nnx.Optimizer, data: TrainingData, config: TrainConfig,
@@ -265,29 +262,6 @@ def _report(progress: Progress, totals: dict, batch_size: int, number: int, size
     progress.step(number, totals["loss"] / (number * batch_size), float(accuracy))
 
 
-@contextlib.contextmanager
-def _freed_memory_kept():
-    """While training, let glibc's malloc keep freed buffers for the next step instead of unmapping them.
-
-    XLA's CPU runtime allocates every step's activations, gradients and temporaries (tens of MB) with malloc and
-    frees them after the step; with glibc's default thresholds these blocks are mmap'ed (or trimmed back to the
-    kernel) and faulted in again page by page on the next step: 9,600 page faults a step, 49 ms a step against 35
-    with these settings (300 faults). The torch service does the same. Afterwards the freed memory goes back to
-    the kernel, and the thresholds to the ceilings glibc's adaptive ones stop at (32 MiB and twice that).
-    """
-    libc = ctypes.CDLL(None) if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else None
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)  # blocks up to 256 MiB come from the heap, not from mmap
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap is not trimmed after each step
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-            libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
-            libc.malloc_trim(0)
-
-
 class KerasJaxBackend(SequentialBackend):
     """``keras-jax``: the ``keras-sequential`` network, ``compile`` + ``fit``, on Keras' JAX backend."""
 
@@ -295,7 +269,7 @@ class KerasJaxBackend(SequentialBackend):
 
     def train(self, data: TrainingData, config: TrainConfig, progress: Progress) -> list[EpochRecord]:
         """``compile`` + ``fit`` as every Keras model, with glibc's malloc keeping XLA's freed buffers meanwhile
-        (``_freed_memory_kept``). The step itself is Keras' (jitted, its state donated); most of it is XLA's CPU
+        (``freed_memory_kept``). The step itself is Keras' (jitted, its state donated); most of it is XLA's CPU
         backward of MaxPooling2D (reduce_window's gradient, select_and_scatter) and of the convolutions."""
-        with _freed_memory_kept():
+        with freed_memory_kept():
             return super().train(data, config, progress)

@@ -7,9 +7,6 @@ import os
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is first imported: it reads its backend once
 
-import contextlib
-import ctypes
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ from torchvision import datasets
 
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
 from servekit.keras_models import SequentialBackend
+from servekit.memory import freed_memory_kept
 from servekit.mnist import TRAIN_SIZE, write_uncompressed
 from servekit.weights import (
     Weights,
@@ -34,7 +32,6 @@ from servekit.weights import (
 )
 
 EVAL_BATCH = 1000
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 TORCHVISION_ROOT = Path(tempfile.gettempdir()) / "servekit-torchvision"
 
 
@@ -93,7 +90,7 @@ class TorchBackend:
             self.import_weights(initial_weights(config.seed))
         # channels_last: oneDNN's convolutions and the pooling run on NHWC without reordering every tensor.
         self.net.to(memory_format=torch.channels_last)
-        with _freed_memory_kept():
+        with freed_memory_kept():
             history = self._train(data, config, progress)
         self.net.to(memory_format=torch.contiguous_format)  # served as a loaded network is: the same numbers
         return history
@@ -238,30 +235,6 @@ def _batch_loader(dataset: TensorDataset, sampler, batch_size: int, generator: t
     """A DataLoader yielding whole batches: each BatchSampler index list is one ``dataset[indices]`` lookup."""
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None,
                       generator=generator)
-
-
-@contextlib.contextmanager
-def _freed_memory_kept():
-    """While training, let glibc's malloc keep freed activations for the next step instead of unmapping them.
-
-    A training step allocates and frees tens of MB of activations and gradients. With glibc's default
-    thresholds these blocks are mmap'ed, or trimmed back to the kernel, after every step and faulted in again
-    page by page on the next: some 20,000 page faults a step, a third of the epoch. (PyTorch's CPU tuning guide
-    swaps the allocator for jemalloc or tcmalloc; TensorFlow reuses its buffers and does not pay it.)
-    Afterwards the freed memory goes back to the kernel, and the thresholds to the ceilings that glibc's own
-    adaptive ones stop at (32 MiB and twice that), for the process's serving.
-    """
-    libc = ctypes.CDLL(None) if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else None
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)  # blocks up to 256 MiB come from the heap, not from mmap
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap is not trimmed after each step
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-            libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
-            libc.malloc_trim(0)
 
 
 class KerasTorchBackend(SequentialBackend):
