@@ -57,7 +57,7 @@ def test_training_settings_parse_or_are_refused(body):
     "data": st.lists(NUMBER | st.booleans() | st.text(max_size=2) | st.none(), max_size=800) | JSON,
 }), max_size=2)}) | JSON)
 def test_inference_tensors_parse_or_are_refused(body):
-    tensor = parses_or_refuses(lambda b: _input_tensor(b if isinstance(b, dict) else {"inputs": b}, 64), body)
+    tensor = parses_or_refuses(lambda b: _input_tensor(b if isinstance(b, dict) else {"inputs": b}, 64, None), body)
     if tensor is not None:
         assert tensor.dtype == np.float32 and tensor.shape[1:] == (28, 28, 1)
         assert np.all(np.isfinite(tensor))
@@ -78,5 +78,5 @@ def test_pixels_refuse_what_is_not_a_pixel(pixels):
 def test_a_real_input_tensor_round_trips():
     data = np.linspace(0, 1, 28 * 28).tolist()
     tensor = _input_tensor({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1],
-                                        "data": data}]}, 64)
+                                        "data": data}]}, 64, None)
     assert tensor.shape == (1, 28, 28, 1) and np.isclose(tensor.max(), 1.0)
