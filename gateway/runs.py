@@ -85,9 +85,7 @@ class RunManager:
                 raise Conflict(f"run {run_id} has already {known['status']}")
             self._active["cancel_requested"] = True
             snapshot = copy.deepcopy(self._active)
-        for entry in snapshot["models"].values():
-            if entry.get("status") == "running" and entry.get("job_id"):
-                self._cancel_job(self.directory.trainer(entry["service"]), entry["job_id"])
+        self._cancel_running_jobs(snapshot)
         return snapshot  # a model about to start sees cancel_requested and does not
 
     def stop(self, reason: str, timeout_s: float = STOP_CALL_TIMEOUT_S) -> dict | None:
@@ -99,13 +97,8 @@ class RunManager:
             if run is None:
                 return None
             run["cancel_requested"] = True
-            running = [e for e in run["models"].values() if e.get("status") == "running" and e.get("job_id")]
-        for entry in running:
-            try:
-                self.directory.trainer(entry["service"]).call("POST", f"/train/{entry['job_id']}/cancel",
-                                                              timeout_s, json={})
-            except Exception as exc:  # a trainer that is gone or stopping too: its job dies with it
-                log.warning("stopping: could not cancel job %s: %s", entry["job_id"], exc)
+            snapshot = copy.deepcopy(run)
+        self._cancel_running_jobs(snapshot, timeout_s)  # a trainer stopping too: its job dies with it
         with self._save_lock:
             self._stopped = True
             with self._lock:
@@ -242,10 +235,16 @@ class RunManager:
             self._update_model(run, model, **fields)
             time.sleep(POLL_INTERVAL_S)
 
-    def _cancel_job(self, client, job_id: str) -> bool:
+    def _cancel_running_jobs(self, run: dict, timeout_s: float = 30) -> None:
+        """Ask the trainer of every model training now to stop its job."""
+        for entry in run["models"].values():
+            if entry.get("status") == "running" and entry.get("job_id"):
+                self._cancel_job(self.directory.trainer(entry["service"]), entry["job_id"], timeout_s)
+
+    def _cancel_job(self, client, job_id: str, timeout_s: float = 30) -> bool:
         """Ask the trainer to stop a job; False when it could not be asked (it is asked again later)."""
         try:
-            client.call("POST", f"/train/{job_id}/cancel", 30, json={})
+            client.call("POST", f"/train/{job_id}/cancel", timeout_s, json={})
         except ServiceError as exc:
             if exc.status != 409:  # 409: it has just finished anyway
                 log.warning("cancelling job %s: %s", job_id, exc)
