@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from .limits import Slots
+from .slots import Slots
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_PIXELS = 40_000_000  # beyond this an image is refused as a likely decompression bomb

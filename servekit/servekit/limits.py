@@ -1,17 +1,16 @@
-"""Bounds on the work clients can ask for: a per-client rate on predictions (Flask-Limiter), and
-``Slots`` for work that must not pile up (one benchmark at a time, a few evaluations at a time)."""
+"""Bounds on the work clients can ask for: a per-client rate on predictions (Flask-Limiter), and ``Slots``
+(servekit.slots) for work that must not pile up."""
 
 from __future__ import annotations
-
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from .errors import ApiError
+from .slots import Slots
+
+__all__ = ["RATE_LIMITED_ENDPOINTS", "Slots", "install_rate_limit"]
+
 
 RATE_LIMITED_ENDPOINTS = ("predict", "v2.infer")
 
@@ -30,45 +29,3 @@ def install_rate_limit(app: Flask, rate: str | None) -> Limiter | None:
         if view is not None:
             app.view_functions[endpoint] = limiter.limit(rate)(view)
     return limiter
-
-
-class Slots:
-    """At most ``size`` of one kind of work at once; a request beyond that is refused, not queued.
-
-    With ``queue``, up to that many requests wait (at most ``max_wait_s``) for a slot before the next is refused:
-    short work (an image decode) is not refused for a moment's overlap, and a burst holds no more than
-    ``size + queue`` server threads.
-    """
-
-    def __init__(self, size: int, what: str, status: int = 429, retry_after_s: int = 5, queue: int = 0,
-                 max_wait_s: float = 10.0):
-        self._free = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self.size, self.what, self.status, self.retry_after_s = size, what, status, retry_after_s
-        self.queue, self.max_wait_s = queue, max_wait_s
-
-    @contextmanager
-    def take(self) -> Iterator[None]:
-        """Hold one slot for the ``with`` block; ApiError (409 or 429, with Retry-After) when none is free
-        (and the queue, if any, is full or the wait too long)."""
-        if not self._free.acquire(blocking=False) and not self._wait_for_one():
-            raise ApiError(f"{self.size} {self.what} already running"
-                           f"{f' and {self.queue} waiting' if self.queue else ''}; try again when one has finished",
-                           self.status, headers={"Retry-After": str(self.retry_after_s)})
-        try:
-            yield
-        finally:
-            self._free.release()
-
-    def _wait_for_one(self) -> bool:
-        """Wait in the queue for a slot, if it has room: whether one was taken."""
-        with self._lock:
-            if self._waiting >= self.queue:
-                return False
-            self._waiting += 1
-        try:
-            return self._free.acquire(timeout=self.max_wait_s)
-        finally:
-            with self._lock:
-                self._waiting -= 1

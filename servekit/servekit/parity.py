@@ -17,12 +17,12 @@ from flask import Blueprint, jsonify, request
 
 from .errors import BadRequest
 from .inputs import json_body, optional_int
-from .limits import Slots
 from .mnist import to_model_input
 from .openapi import documented
 from .schemas import PARITY, PARITY_REQUEST, WEIGHTS
 from .service import ModelService
 from .serving import predict_in_batches
+from .slots import Slots
 from .weights import MAX_ARCHIVE_BYTES, from_npz, to_npz
 
 MAX_BASE64_CHARS = 4 * -(-MAX_ARCHIVE_BYTES // 3)  # the base64 of the largest archive accepted
