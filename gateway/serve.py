@@ -8,8 +8,7 @@ worker gives a thread to a connection as soon as its first bytes arrive, so a fe
 gunicorn, reached only by the gateway.
 
 SIGTERM and SIGINT stop it within a few seconds, whatever is in flight: requests get ``STOP_GRACE_S`` to
-finish, the active run is cancelled on its trainer and recorded as cancelled, and every other thread is a
-daemon.
+finish, the active run is cancelled on its trainer and recorded as cancelled, then the process ends.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
+import threading
 
 from waitress import create_server
-from waitress.wasyncore import close_all
 
 from .wsgi import app
 
@@ -27,42 +27,45 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = float(os.environ.get("GATEWAY_STOP_GRACE_S", "1"))
 
 
-class StopServing(BaseException):
-    """Raised in the main thread by SIGTERM or SIGINT; a BaseException so that nothing on the way swallows it."""
-
-
-def _stop(signum, _frame) -> None:
-    # The first signal stops the gateway; another one (`make run` sends SIGTERM after Ctrl-C's SIGINT) must not
-    # cut that clean-up short.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise StopServing(signal.Signals(signum).name)
-
-
 def main() -> None:
     """Serve until SIGTERM or SIGINT, then stop within a few seconds."""
+    server = create_server(app, **server_options(os.environ))
+
+    def stop(signum, _frame) -> None:
+        # The first signal stops the gateway; another one (`make run` sends SIGTERM after Ctrl-C's SIGINT) must
+        # not cut that short. The clean-up runs in a thread of its own, which then ends the process: an exception
+        # raised from a signal handler can land inside waitress' event loop, whose bare excepts log it and serve
+        # on (seen: a stopped gateway that kept serving until run-local killed it, its run left "running"), and
+        # the handler itself may have interrupted the main thread holding a lock the clean-up needs.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        log.info("%s: stopping", signal.Signals(signum).name)
+        threading.Thread(target=shut_down, args=(server,), name="stop", daemon=True).start()
+
     # SIGINT is installed explicitly: a background job of a non-interactive shell (`make run`'s script) starts
     # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler of its own.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    server = create_server(app, **server_options(os.environ))
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     server.print_listen("Serving on http://{}:{}")
-    try:
-        server.run()
-    except StopServing as stop:
-        log.info("%s: stopping", stop)
-        shut_down(server)
+    server.run()
 
 
 def shut_down(server) -> None:
-    """Stop taking requests, give those in flight STOP_GRACE_S, close every socket, then cancel the active run."""
-    # waitress' own shutdown: no new tasks, wait for the running ones up to the grace, drop the queued ones
-    # (its worker threads are daemons: one still busy after the grace does not keep the process alive).
-    server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_S)
-    close_all(getattr(server, "map", None) or server._map)  # MultiSocketServer: .map; one socket: ._map
-    stop = app.extensions.get("gateway.stop")
-    if stop is not None:
-        stop()
+    """Stop taking requests, give those in flight STOP_GRACE_S, cancel the active run, then end the process
+    (which closes every socket)."""
+    try:
+        # waitress' own shutdown: no new tasks, wait for the running ones up to the grace, drop the queued ones.
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_S)
+        stop = app.extensions.get("gateway.stop")
+        if stop is not None:
+            stop()
+    except Exception:  # the process ends anyway
+        log.exception("stopping the gateway")
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def server_options(environ) -> dict:
