@@ -152,6 +152,7 @@ class KerasBackend:
 
     def import_weights(self, weights: Weights) -> None:
         keras_import(self.model, weights)
+        self._serve = None  # the serving function holds the weights it was made with
 
     def _ensure_compiled(self) -> None:
         if not self.model.compiled:
@@ -214,20 +215,20 @@ def _tensorflow_serving(model: keras.Model) -> Callable[[np.ndarray], np.ndarray
 
 def _jax_serving(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     """``stateless_call`` under ``jax.jit``, in batch buckets (XLA compiles one program per shape: see
-    servekit.buckets). The weights are read at each call: ``fit`` and ``evaluate`` donate the arrays they replace."""
+    servekit.buckets), over a copy of the weights taken now. Not the variables themselves: Keras' JAX trainer
+    donates their arrays in ``fit`` and ``evaluate`` and empties the variables while it runs, so a prediction
+    beside an evaluation read no weights at all (a 500 seen under concurrent /predict and /evaluate)."""
     import jax
 
     @jax.jit
     def forward(trainable, non_trainable, images):
         return model.stateless_call(trainable, non_trainable, images, training=False)[0]
 
-    def call(batch: np.ndarray) -> np.ndarray:
-        trainable = [variable.value for variable in model.trainable_variables]
-        non_trainable = [variable.value for variable in model.non_trainable_variables]
-        return np.asarray(forward(trainable, non_trainable, batch), np.float32)
-
+    trainable = [jax.device_put(np.array(variable.value)) for variable in model.trainable_variables]
+    non_trainable = [jax.device_put(np.array(variable.value)) for variable in model.non_trainable_variables]
     sizes = bucket_sizes(max_batch_from_env())
-    return lambda x: run_in_buckets(call, x, sizes)
+    return lambda x: run_in_buckets(
+        lambda batch: np.asarray(forward(trainable, non_trainable, batch), np.float32), x, sizes)
 
 
 def _torch_serving(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
