@@ -52,6 +52,8 @@ from .first_batches import FirstBatches, png_data_url
 from .judging import Judge
 from .parity import run_parity
 from .predictions import PredictionFanOut
+from .report import REPORT_CSP, Reports
+from .report_data import ReportData
 from .runs import RunManager
 from .schemas import (
     BENCHMARK,
@@ -99,6 +101,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
                                   ["format"], registry=metrics.registry)
     charts = Charts(on_render=lambda fmt: chart_renders.labels(fmt).inc())
     first_batch_answers = FirstBatches(directory)
+    reports = Reports(ReportData(directory, store, judge, runs, first_batch_answers))
     app = Flask("gateway", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     install_error_handlers(app)
@@ -325,6 +328,36 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     def chart_svg():
         """The comparison chart as SVG."""
         return Response(charts.get(build_comparison(directory, store), "svg"), mimetype="image/svg+xml")
+
+    @app.get("/report")
+    @documented(content="text/html", response={"type": "string"})
+    def report():
+        """The latest comparison as one self-contained HTML document: no scripts, images inline; reads offline and
+        prints."""
+        page, complete = reports.html()
+        response = Response(page, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = REPORT_CSP  # nothing to fetch, nothing to run
+        response.headers["X-Report-Complete"] = "true" if complete else "false"
+        return response
+
+    @app.get("/report.md")
+    @documented(content="application/zip", response={"type": "string", "format": "binary"})
+    def report_markdown():
+        """The report as Markdown: a zip of report.md and images/*.png, or with ``?images=inline`` one Markdown
+        file whose images are data: URLs."""
+        images = request.args.get("images", "files")
+        if images not in ("files", "inline"):
+            raise BadRequest("'images' must be 'files' (a zip of report.md and its images) or 'inline' (one "
+                             "Markdown file, images as data: URLs)")
+        if images == "inline":
+            text, complete = reports.markdown()
+            response = Response(text, mimetype="text/markdown")
+        else:
+            archive, complete = reports.markdown_zip()
+            response = Response(archive, mimetype="application/zip",
+                                headers={"Content-Disposition": 'attachment; filename="report.zip"'})
+        response.headers["X-Report-Complete"] = "true" if complete else "false"
+        return response
 
     @app.get("/metrics")
     @documented(content="text/plain")
