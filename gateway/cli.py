@@ -1,20 +1,24 @@
 """The whole comparison from a terminal, through the gateway's HTTP API.
 
 Trains every model (a progress bar per model), evaluates, benchmarks, prints a
-table and writes comparison.json, chart.png and chart.svg to a folder.
+table and writes comparison.json, chart.png and chart.svg to a folder; with
+--report DIR, also the gateway's report (report.html, report.md and its images/).
 
-    scripts/compare --gateway http://127.0.0.1:8000 --out results/ [--epochs 5] [--skip-train]
+    scripts/compare --gateway http://127.0.0.1:8000 --out results/ [--epochs 5] [--skip-train] [--report DIR]
+    scripts/compare --report-only --report DIR    # the report of the gateway's current state alone
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import requests
 from tqdm import tqdm
@@ -56,6 +60,34 @@ def comparison_with_verdict(gateway: str, timeout_s: float = 600.0) -> dict:
         if (comparison.get("verdict") or {}).get("status") != "computing" or time.monotonic() > deadline:
             return comparison
         time.sleep(2.0)
+
+
+def write_report(gateway: str, folder: Path, timeout_s: float = 600.0) -> list[Path]:
+    """Write the gateway's report into ``folder``: report.html, report.md and the images/ it shows. Waits (up to
+    ``timeout_s``) until every part of the report is in (``X-Report-Complete``: the verdict, the first batches).
+    Returns the files written."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page = requests.get(f"{gateway}/report", timeout=300)
+        page.raise_for_status()
+        if page.headers.get("X-Report-Complete") != "false" or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+    archive = requests.get(f"{gateway}/report.md", timeout=300)
+    archive.raise_for_status()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "report.html"]
+    written[0].write_bytes(page.content)
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as files:
+        for name in files.namelist():
+            path = PurePosixPath(name)
+            if path.is_absolute() or ".." in path.parts or not (name == "report.md" or path.parts[0] == "images"):
+                raise ValueError(f"unexpected file {name!r} in the gateway's report.zip")
+            target = folder.joinpath(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(files.read(name))
+            written.append(target)
+    return written
 
 
 def predict_p50(url: str, count: int) -> float:
@@ -125,8 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--fan-out-calls", type=int, default=200,
                         help="measure the gateway's /predict against each service's (0: skip)")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write the gateway's report to DIR: report.html, report.md and images/")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only write the report of the gateway's current state (needs --report): no training, "
+                             "evaluation or benchmark")
     args = parser.parse_args(argv)
     gateway = args.gateway.rstrip("/")
+    if args.report_only:
+        if not args.report:
+            parser.error("--report-only needs --report DIR")
+        written = write_report(gateway, Path(args.report))
+        print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} images", file=sys.stderr)
+        return 0
     api = requests.Session()  # training, evaluation and benchmarks need the token
     if args.token:
         api.headers["Authorization"] = f"Bearer {args.token}"
@@ -163,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(fan_out_overhead(gateway, args.fan_out_calls))
     print(f"\nwrote {out / 'comparison.json'}, {out / 'chart.png'}, {out / 'chart.svg'}", file=sys.stderr)
+    if args.report:
+        written = write_report(gateway, Path(args.report))
+        print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} images", file=sys.stderr)
     return 0
 
 
