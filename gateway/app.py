@@ -332,8 +332,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @app.get("/report")
     @documented(content="text/html", response={"type": "string"})
     def report():
-        """The latest comparison as one self-contained HTML document: no scripts, images inline; reads offline and
-        prints."""
+        """The latest comparison as one self-contained HTML document (no scripts, images inline).
+
+        It reads offline and prints; ``X-Report-Complete: false`` while a part of it is still being computed."""
         page, complete = reports.html()
         response = Response(page, mimetype="text/html")
         response.headers["Content-Security-Policy"] = REPORT_CSP  # nothing to fetch, nothing to run
@@ -343,8 +344,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Flask:
     @app.get("/report.md")
     @documented(content="application/zip", response={"type": "string", "format": "binary"})
     def report_markdown():
-        """The report as Markdown: a zip of report.md and images/*.png, or with ``?images=inline`` one Markdown
-        file whose images are data: URLs."""
+        """The report as Markdown: a zip of report.md and images/*.png (or ?images=inline: one file).
+
+        With ``?images=inline`` the images are data: URLs in the one Markdown file."""
         images = request.args.get("images", "files")
         if images not in ("files", "inline"):
             raise BadRequest("'images' must be 'files' (a zip of report.md and its images) or 'inline' (one "

@@ -61,7 +61,8 @@ def _size(rows: list[dict]) -> str:
         return ""
     sizes = set(params.values())
     if len(sizes) == 1:
-        return f"All {len(params)} implementations have the same {sizes.pop():,} parameters."
+        every = "Both" if len(params) == 2 else f"All {len(params)}" if len(params) > 2 else "The one"
+        return f"{every} implementation{'s' if len(params) > 1 else ''} have the same {sizes.pop():,} parameters."
     listed = ", ".join(f"{m} {p:,}" for m, p in params.items())
     return f"The implementations do not all have the same number of parameters: {listed}."
 
@@ -141,7 +142,8 @@ def _training(rows: list[dict]) -> str:
         return "No model has training times yet."
     timed.sort(key=lambda t: t[1])
     model, seconds, step, framework = timed[0]
-    first = f"{model} ({framework or 'framework not reported'}) trained fastest: {seconds:.2f} s per steady epoch"
+    named = model if framework == model else f"{model} ({framework or 'framework not reported'})"
+    first = f"{named} trained fastest: {seconds:.2f} s per steady epoch"
     first += f", {step:.1f} ms per step, 1.00x" if step is not None else ", 1.00x"
     others = ", ".join(f"{m} {s / seconds:.2f}x ({s:.2f} s)" for m, s, _, _ in timed[1:])
     text = first + (f"; then {others}." if others else ".")
@@ -173,9 +175,8 @@ def _serving(rows: list[dict]) -> str:
     calls = {r["model"]: (r["serving"].get("inference_ms") or {}).get("p50") for r in served}
     calls = {m: v for m, v in calls.items() if v is not None}
     if len(calls) > 1:
-        quick, slow = min(calls, key=calls.get), max(calls, key=calls.get)
-        text += (f" The model call alone (p50) takes from {calls[quick]:.2f} ms ({quick}) to {calls[slow]:.2f} ms "
-                 f"({slow}); the rest of a request's time is HTTP, decoding and batching.")
+        text += (f" The model call alone (p50) takes {_from_to(calls, '{:.2f} ms')}; the rest of a request's time is "
+                 "HTTP, decoding and batching.")
     failing = [f"{r['model']} {r['serving']['errors']} of {r['serving']['requests']}" for r in served
                if r["serving"].get("errors")]
     if failing:
@@ -190,9 +191,7 @@ def _warmup(rows: list[dict]) -> str:
     warm = {r["model"]: r["warmup_ms"] for r in rows if r.get("warmup_ms") is not None}
     if len(warm) < 2:
         return ""
-    quick, slow = min(warm, key=warm.get), max(warm, key=warm.get)
-    return (f"Warming up (the first call after loading, which no request pays) took from {warm[quick]:.1f} ms "
-            f"({quick}) to {warm[slow]:.1f} ms ({slow}).")
+    return f"Warming up (the first call after loading, which no request pays) took {_from_to(warm, '{:.1f} ms')}."
 
 
 def _memory(services: list[dict]) -> str:
@@ -200,8 +199,18 @@ def _memory(services: list[dict]) -> str:
     resident = {name: value for name, value in resident.items() if value is not None}
     if not resident:
         return ""
-    small, large = min(resident, key=resident.get), max(resident, key=resident.get)
-    if small == large:
-        return f"The {small} service holds {mebibytes(resident[small])} resident while serving."
-    return (f"Serving, the services hold from {mebibytes(resident[small])} ({small}) to "
-            f"{mebibytes(resident[large])} ({large}) resident.")
+    if len(resident) == 1:
+        name, value = next(iter(resident.items()))
+        return f"The {name} service holds {mebibytes(value)} resident while serving."
+    return f"Resident memory (RSS) of the serving processes: {_from_to(resident, None)}."
+
+
+def _from_to(values: dict[str, float], spec: str | None) -> str:
+    """"from 1.2 ms (a) to 3.4 ms (b)", or "1.2 ms each" when they are all the same (``spec`` None: MiB)."""
+    def shown(value: float) -> str:
+        return mebibytes(value) if spec is None else spec.format(value)
+
+    low, high = min(values, key=values.get), max(values, key=values.get)
+    if values[low] == values[high]:
+        return f"{shown(values[low])} each"
+    return f"from {shown(values[low])} ({low}) to {shown(values[high])} ({high})"

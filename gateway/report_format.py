@@ -30,11 +30,13 @@ def when(unix_seconds: float | None) -> str:
 
 
 def p_value(value: float | None) -> str:
-    """A p-value readably: three decimals, or its power of ten when tiny."""
+    """A p-value readably: three decimals (four below 0.001), or its power of ten when tinier."""
     if value is None:
         return MISSING
     if value >= 0.001:
         return f"{value:.3f}"
+    if value >= 0.0001:
+        return f"{value:.4f}"
     if value == 0:
         return "< 1e-300"
     return f"{value:.1e}"
