@@ -106,8 +106,10 @@ class ReportData:
         """Every model's first batch for the run's seed (as GET /data/first-batch answers), or why not."""
         try:
             batches = self.first_batches.answer(seed, same_start)
-        except ApiError as exc:  # busy (429), or the services' models are not known yet (503)
-            return {"seed": seed, "same_start": same_start, "batches": [], "error": exc.message}
+        except ApiError as exc:
+            if exc.status == 429:  # other requests are asking the services now: missing from this report only
+                raise
+            return {"seed": seed, "same_start": same_start, "batches": [], "error": exc.message}  # a service unseen
         return {"seed": seed, "same_start": same_start, "batches": batches, "error": None}
 
     def _training_digits_grid(self, seed: int) -> dict:

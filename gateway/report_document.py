@@ -185,13 +185,16 @@ def reference_layers(snapshot: dict) -> list[dict] | None:
 
 
 def _cell(row: dict, *keys, spec: str = "{}") -> Cell:
-    """The cell of a row's figure at ``keys`` (e.g. "serving", "latency_ms", "p50"), with its /compare path."""
+    """The cell of a row's figure at ``keys`` (e.g. "serving", "latency_ms", "p50"), with its /compare path (none
+    when the row does not have that figure at all, as a row of a service that is down)."""
     value: Any = row
     for key in keys:
-        value = value.get(key) if isinstance(value, dict) else (
-            value[key] if isinstance(value, list) and isinstance(key, int) and key < len(value) else None)
-        if value is None:
-            break
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and isinstance(key, int) and key < len(value):
+            value = value[key]
+        else:
+            return Cell(MISSING)
     text = number(value, spec) if not isinstance(value, list) else ", ".join(str(v) for v in value) or MISSING
     return Cell(text, ["models", row["model"], *keys], value)
 

@@ -246,24 +246,36 @@ def test_the_report_renders_under_its_csp_with_every_section(trained, browser):
         context.close()
 
 
-def test_every_figure_in_the_report_is_the_one_in_compare(trained):
-    before = requests.get(f"{trained.url}/compare", timeout=60).json()
+def report_beside_compare(gateway_url: str) -> tuple[str, dict, float]:
+    """The report's HTML and /compare of the same state (asked before and after it: unchanged), and the report's
+    time in seconds."""
+    before = requests.get(f"{gateway_url}/compare", timeout=60).json()
     started = time.perf_counter()
-    html = requests.get(f"{trained.url}/report", timeout=300).text
+    html = requests.get(f"{gateway_url}/report", timeout=300).text
     seconds = time.perf_counter() - started
-    after = requests.get(f"{trained.url}/compare", timeout=60).json()
+    after = requests.get(f"{gateway_url}/compare", timeout=60).json()
     for comparison in (before, after):
         comparison.pop("generated_at")
     assert before == after, "the state changed while the report was made"
-    report = parse_report(html)
-    assert len(report.figures) > 100
+    return html, before, seconds
+
+
+def assert_figures_are_compares(report: ReportParser, comparison: dict) -> None:
+    """Every figure the report shows from /compare has /compare's value, and its text shows that value."""
     for figure in report.figures:
-        expected = in_compare(before, figure["path"])
+        expected = in_compare(comparison, figure["path"])
         assert figure["value"] == expected, figure["path"]
         shown = figure["text"].replace(",", "").strip()
         if isinstance(expected, float) and re.fullmatch(r"-?\d+(\.\d+)?", shown):
             decimals = len(shown.partition(".")[2])
             assert abs(float(shown) - expected) <= 0.5 * 10**-decimals + 1e-12, (figure["path"], shown)
+
+
+def test_every_figure_in_the_report_is_the_one_in_compare(trained):
+    html, before, seconds = report_beside_compare(trained.url)
+    report = parse_report(html)
+    assert len(report.figures) > 100
+    assert_figures_are_compares(report, before)
     shown = {tuple(f["path"]) for f in report.figures}
     for model in MODELS:
         for key in ("test_accuracy", "accuracy_mean", "accuracy_sd", "validation_accuracy", "warmup_ms"):
@@ -397,11 +409,12 @@ def test_a_failed_model_is_named_and_a_first_report_leaves_health_live_answering
 
 def test_a_report_with_a_stopped_service_says_so(trained):
     trained.services["tf"].stop()  # last test of the module: the stack goes with it
-    response = requests.get(f"{trained.url}/report", timeout=300)
-    assert response.status_code == 200
-    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", response.text)).split())
+    complete_report(trained.url, timeout=120)  # the verdict of the models still served
+    html, comparison, _ = report_beside_compare(trained.url)
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
     assert "The tf service did not answer" in text
-    report = parse_report(response.text)
+    report = parse_report(html)
     assert ["models", "tf-native", "test_accuracy"] in [f["path"] for f in report.figures]  # from the stored run
+    assert_figures_are_compares(report, comparison)
     markdown = requests.get(f"{trained.url}/report.md", params={"images": "inline"}, timeout=300)
     assert markdown.status_code == 200 and "The tf service did not answer" in markdown.text
