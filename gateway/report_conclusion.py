@@ -88,31 +88,47 @@ def _accuracy(rows: list[dict], verdict: dict | None) -> str:
 
 
 def _verdict(verdict: dict, accuracy: dict[str, float]) -> str:
+    """Which pairs differ significantly (named, the clearest first) and which do not (named when few)."""
     pairs = verdict["pairs"]
     alpha = verdict["alpha"]
     judged = f"exact McNemar, Holm over {len(pairs)} pair{'s' if len(pairs) != 1 else ''}"
     significant = sorted((p for p in pairs if p["significant"]), key=lambda p: p["p_adjusted"])
+    similar = sorted((p for p in pairs if not p["significant"]), key=lambda p: p["p_adjusted"])
     if not significant:
-        return (f"No pair of models differs significantly at alpha {alpha:g} ({judged}): the differences in "
+        text = (f"No pair of models differs significantly at alpha {alpha:g} ({judged}): the differences in "
                 "accuracy are within what chance on 10,000 images gives.")
-    named = []
-    for pair in significant[:MOST_PAIRS_NAMED]:
-        better, worse, better_only, worse_only = ((pair["a"], pair["b"], pair["a_only"], pair["b_only"])
-                                                  if pair["a_only"] >= pair["b_only"] else
-                                                  (pair["b"], pair["a"], pair["b_only"], pair["a_only"]))
-        named.append(f"{better} is more accurate than {worse} ({better_only:,} images only {better} got right, "
-                     f"{worse_only:,} the other way; p_adjusted={p_value(pair['p_adjusted'])})")
-    text = "; ".join(named)
-    if len(significant) > MOST_PAIRS_NAMED:
-        text += f"; and {len(significant) - MOST_PAIRS_NAMED} more significant pairs (see the pair table)"
-    others = len(pairs) - len(significant)
-    tail = (f"No other pair differs significantly at alpha {alpha:g} ({others} of {len(pairs)} pairs)." if others
-            else f"Every pair differs significantly at alpha {alpha:g}.")
+    else:
+        named = "; ".join(_difference(pair) for pair in significant[:MOST_PAIRS_NAMED])
+        if len(significant) > MOST_PAIRS_NAMED:
+            named += f"; and {len(significant) - MOST_PAIRS_NAMED} more (see the pair table)"
+        text = (f"{len(significant)} of {len(pairs)} pair{'s' if len(pairs) != 1 else ''} differ"
+                f"{'s' if len(significant) == 1 else ''} significantly at alpha {alpha:g} ({judged}): {named}.")
+        if not similar:
+            text += " Every pair differs significantly."
+        elif len(similar) <= MOST_PAIRS_NAMED:
+            text += " Not significantly different: " + ", ".join(
+                f"{p['a']} and {p['b']} ({_adjusted(p)})" for p in similar) + "."
+        else:
+            text += f" No other pair differs significantly ({len(similar)} of {len(pairs)} pairs)."
     judged_models = set(verdict.get("agreement") or {})
     left_out = [m for m in accuracy if judged_models and m not in judged_models]
     if left_out:
-        tail += f" Not judged: {', '.join(left_out)} (no per-image answers from its service)."
-    return f"Significant differences ({judged}): {text}. {tail}"
+        text += f" Not judged: {', '.join(left_out)} (no per-image answers from its service)."
+    return text
+
+
+def _difference(pair: dict) -> str:
+    """"a is more accurate than b (...)": the better of a significant pair first."""
+    better, worse, better_only, worse_only = ((pair["a"], pair["b"], pair["a_only"], pair["b_only"])
+                                              if pair["a_only"] >= pair["b_only"] else
+                                              (pair["b"], pair["a"], pair["b_only"], pair["a_only"]))
+    return (f"{better} is more accurate than {worse} ({better_only:,} images only {better} got right, "
+            f"{worse_only:,} the other way; {_adjusted(pair)})")
+
+
+def _adjusted(pair: dict) -> str:
+    text = p_value(pair["p_adjusted"])
+    return f"p_adjusted {text}" if text.startswith("<") else f"p_adjusted={text}"
 
 
 def _seeds(rows: list[dict]) -> str:

@@ -51,15 +51,10 @@ class ReportFigures:
 
     def __init__(self):
         self._drawn = SharedResults(KEPT_FIGURE_SETS)
-        self.drawn = 0  # sets drawn (not served from what is kept), for tests
 
     def get(self, inputs: dict) -> dict[str, bytes | None]:
         """{"accuracy", "training", "architecture"} -> PNG bytes, or None where there is nothing to draw."""
-        def draw() -> dict[str, bytes | None]:
-            self.drawn += 1
-            return draw_figures(inputs)
-
-        return self._drawn.get(json.dumps(inputs, sort_keys=True), draw)
+        return self._drawn.get(json.dumps(inputs, sort_keys=True), lambda: draw_figures(inputs))
 
 
 def draw_figures(inputs: dict) -> dict[str, bytes | None]:

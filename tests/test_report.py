@@ -239,6 +239,9 @@ def test_the_report_renders_under_its_csp_with_every_section(trained, browser):
         assert page.locator("#disagreements figure").count() > 0
         assert page.locator("section#conclusion p").count() >= 4
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        printed = page.pdf(format="A4")  # printable: Chromium prints it (print styles applied)
+        assert printed.startswith(b"%PDF")
+        (ARTIFACTS / "report.pdf").write_bytes(printed)
         accuracy = page.locator("#figure-accuracy img")
         accuracy.screenshot(path=str(ARTIFACTS / "report-accuracy.png"))
         assert count_bars(accuracy.screenshot()) == len(MODELS)
