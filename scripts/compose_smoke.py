@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
 """Smoke test of the containers: build and start the compose stack for real, use it, tear it down.
 
-Builds and starts every image (`docker compose up --build --scale torch=2`) under
-its own project name, waits until all are healthy, checks that the gateway sees
-every framework server compose.yaml defines (and learns their models from it),
-trains a tiny run through the gateway (on the trainers), sees both torch replicas
-converge on the new version and both answer, predicts an uploaded PNG (an answer
-from every model), restarts a server and sees it serve the promoted version again,
-checks that no container runs as root, and removes everything, volumes included.
-Exits non-zero on the first failed check.
+Builds every image (`docker compose build`), starts the stack (`docker compose up --scale torch=2`) under
+its own project name, waits until all are healthy, checks that the gateway sees every framework server
+compose.yaml defines (and learns their models from it), trains a tiny run through the gateway (on the
+trainers), sees both torch replicas converge on the new version and both answer, predicts an uploaded PNG
+(an answer from every model), restarts a server and sees it serve the promoted version again, checks that
+no container runs as root, and removes everything, volumes included. Exits non-zero on the first failed
+check.
 
     .venvs/dev/bin/python scripts/compose_smoke.py      (make compose-smoke)
 """
@@ -155,7 +154,12 @@ def main() -> int:
     check_every_framework_deployed(ROOT / "compose.yaml", SERVERS)
     started = time.monotonic()
     try:
-        compose("up", "--build", "--detach", "--scale", f"torch={TORCH_REPLICAS}", env=env)
+        # Built first, then started: `up --build` builds an image once per service naming it (trainer and server),
+        # and when the two builds differ (a file changed meanwhile) compose recreates containers while creating
+        # others (`Conflict. The container name ... is already in use`).
+        compose("build", env=env)
+        print(f"images built (or found in the build cache) in {time.monotonic() - started:.0f} s", flush=True)
+        compose("up", "--no-build", "--detach", "--scale", f"torch={TORCH_REPLICAS}", env=env)
         print(f"built and started in {time.monotonic() - started:.0f} s", flush=True)
         wait_until("every container healthy", lambda: all_healthy(env), timeout=600, interval=5)
         services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
