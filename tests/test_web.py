@@ -99,6 +99,37 @@ def test_draw_and_predict_shows_a_card_per_model(page):
     assert "Consensus" in page.locator("#consensus").inner_text()
 
 
+def test_the_pad_stays_put_when_the_service_strip_fills(browser, stack):
+    # The draw test above once failed ("Draw a digit or choose an image first."): /services answered between its
+    # reading of the pad's place and its stroke, the strip of service chips above the pad grew from nothing to
+    # two rows and pushed the pad 60 px down, and the stroke began above it. Here /services is held until the
+    # pad's place is read: the pad must not move, and a stroke at that place must draw.
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        held = []
+        page.route("**/services", lambda route: held.append(route))
+        page.goto(f"{stack.url}/#token={TEST_TOKEN}")
+        for _ in range(100):
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the page did not ask for /services"
+        box = page.locator("#pad").bounding_box()
+        held[0].continue_()
+        page.wait_for_selector("#services li")
+        assert page.locator("#pad").bounding_box() == box
+        page.mouse.move(box["x"] + 140, box["y"] + 40)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 140, box["y"] + 240, steps=12)
+        page.mouse.up()
+        # The stroke went down the middle of the pad: its centre is white ink.
+        assert page.evaluate("() => [...document.querySelector('#pad').getContext('2d')"
+                             ".getImageData(140, 140, 1, 1).data]") == [255, 255, 255, 255]
+    finally:
+        context.close()
+
+
 def test_keyboard_alone_draws_and_predicts(page, digits, tmp_path):
     # Listening from the start turns Chromium's file-chooser interception on before any key is pressed
     # (expect_file_chooser would turn it on asynchronously, racing the key press).

@@ -281,7 +281,7 @@ async function refreshServices() {
     const text = s.up
       ? `${s.name} (${s.framework} ${s.framework_version}): ${ready}/${s.models.length} models ready${last ? `, trained ${last.replace("T", " ").slice(0, 16)}` : ""}${fleet}${training ? ", training…" : ""}`
       : `${s.name}: down`;
-    return el("li", { class: s.up ? "up" : "down", "data-service": s.name, text });
+    return el("li", { class: s.up ? "up" : "down", "data-service": s.name, title: text, text });
   }));
   renderNetwork(services);
 }
