@@ -6,6 +6,7 @@ import math
 import statistics
 import time
 
+from .chart import model_colours
 from .clients import STATUS_TIMEOUT_S, ServiceDirectory
 from .judging import Judge
 from .store import Store
@@ -57,6 +58,9 @@ def build_comparison(directory: ServiceDirectory, store: Store, judge: Judge | N
                 "serving": _serving(benchmark.get(name)),
                 **seed_spread(latest_run_entry.get(name)),
             })
+    colours = model_colours(row["model"] for row in rows)  # the chart's and the page's colour of each model
+    for row in rows:
+        row["colour"] = colours[row["model"]]
     comparison = {"generated_at": time.time(), "models": rows, "verdict": None}
     if judge is not None:
         comparison["verdict"] = _add_verdict(rows, judge)
