@@ -5,10 +5,13 @@ Screenshots are saved in test-artifacts/ for a person to look at.
 
 from __future__ import annotations
 
+import re
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import requests
 
 from servekit.testing import TEST_TOKEN, authorized, png_bytes
 from tests.conftest import SERVICES
@@ -16,8 +19,39 @@ from tests.conftest import SERVICES
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRAIN_TIMEOUT_MS = 600_000
+EPOCHS = 2  # of the page's training run: two points per curve
 MODELS = sum(len(models) for _, models in SERVICES.values())  # eight: a card, a row, a table each
 PAIRS = MODELS * (MODELS - 1) // 2
+
+
+def hex_colour(css: str) -> str:
+    """'rgb(214, 39, 40)' -> '#d62728'."""
+    return "#" + "".join(f"{int(c):02x}" for c in re.findall(r"\d+", css)[:3])
+
+
+def compare_colours(stack) -> dict[str, str]:
+    """Each model's colour as /compare gives it."""
+    rows = requests.get(stack.url + "/compare", timeout=60).json()["models"]
+    return {row["model"]: row["colour"] for row in rows}
+
+
+def chart_colours(stack) -> dict[str, str]:
+    """Each model's accuracy bar colour in /compare/chart.svg."""
+    root = ET.fromstring(requests.get(stack.url + "/compare/chart.svg", timeout=120).content)
+    colours = {}
+    for group in root.iter("{http://www.w3.org/2000/svg}g"):
+        if (group.get("id") or "").startswith("accuracy-bar-"):
+            style = group.find("{http://www.w3.org/2000/svg}path").get("style")
+            colours[group.get("id").removeprefix("accuracy-bar-")] = re.search(r"fill: (#[0-9a-f]{6})", style).group(1)
+    return colours
+
+
+def curves(page) -> dict[str, dict[str, list]]:
+    """Per plot ('loss', 'val_accuracy'), per model: (points it says it has, dots drawn, its line's colour)."""
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#curves figure.curve')].map(f =>
+        [f.dataset.series, Object.fromEntries([...f.querySelectorAll('g.series')].map(g => [g.dataset.model,
+          [Number(g.dataset.points), g.querySelectorAll('circle').length,
+           g.querySelector('path').getAttribute('stroke')]]))]))""")
 
 
 def wait_for_answer(page) -> None:
@@ -65,11 +99,17 @@ def test_page_loads_offline_with_status_and_network(page, stack):
     assert "http://" not in html.replace(stack.url, "") and "https://" not in html
 
 
-def test_training_from_the_page_fills_every_progress_bar(page):
-    page.fill("input[name=epochs]", "1")
-    page.fill("input[name=train_limit]", "5000")
+def test_training_from_the_page_fills_every_progress_bar_and_draws_the_curves(page, stack):
+    page.fill("input[name=epochs]", str(EPOCHS))
+    page.fill("input[name=train_limit]", "3000")
     page.click("#train")
     page.wait_for_selector(".progress-row", timeout=30_000)
+    # The curves grow while the run trains: a model's first epoch is drawn while others still train.
+    page.wait_for_function(
+        "() => document.querySelector('#curve-loss g.series') !== null"
+        " && [...document.querySelectorAll('.progress-row')].some(r => r.dataset.status !== 'succeeded')",
+        timeout=TRAIN_TIMEOUT_MS,
+    )
     page.wait_for_function(
         "() => { const rows = document.querySelectorAll('.progress-row');"
         f" return rows.length === {MODELS} && [...rows].every(r => r.dataset.status === 'succeeded'); }}",
@@ -78,9 +118,35 @@ def test_training_from_the_page_fills_every_progress_bar(page):
     for bar in page.locator(".progress-row progress").all():
         assert bar.get_attribute("value") == bar.get_attribute("max")
     assert "test accuracy" in page.locator("#progress").inner_text()
+    # Every model's loss and validation accuracy, a point per epoch, in the model's colour.
+    drawn = curves(page)
+    colours = compare_colours(stack)
+    assert sorted(drawn) == ["loss", "val_accuracy"]
+    for plot in drawn.values():
+        assert plot == {model: [EPOCHS, EPOCHS, colour] for model, colour in colours.items()}
+    assert len(colours) == MODELS and page.locator("#curves path").count() == 2 * MODELS
 
 
-def test_draw_and_predict_shows_a_card_per_model(page):
+def test_the_latest_runs_curves_show_when_the_page_opens_in_the_charts_colours(page, stack):
+    page.wait_for_selector("#curves:not([hidden]) #curve-val-accuracy g.series")
+    page.wait_for_function(f"() => document.querySelectorAll('#curve-legend li .swatch').length === {MODELS}")
+    assert "succeeded" in page.locator("#curves-caption").inner_text()
+    # The curves are drawn again in the models' colours once /compare has answered.
+    page.wait_for_function("() => [...document.querySelectorAll('#curve-legend .swatch')]"
+                           ".every(s => s.style.backgroundColor !== 'rgb(127, 127, 127)')")
+    colours = compare_colours(stack)
+    assert len(set(colours.values())) == MODELS  # eight models, eight colours
+    assert chart_colours(stack) == colours  # the chart's bars
+    for plot in curves(page).values():  # the page's curves
+        assert {model: colour for model, (_, _, colour) in plot.items()} == colours
+    legend = page.evaluate("() => Object.fromEntries([...document.querySelectorAll('#curve-legend li')].map(li =>"
+                           " [li.dataset.model, getComputedStyle(li.querySelector('.swatch')).backgroundColor]))")
+    assert {model: hex_colour(css) for model, css in legend.items()} == colours
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#train-section").screenshot(path=str(ARTIFACTS / "curves.png"))
+
+
+def test_draw_and_predict_shows_a_card_per_model(page, stack):
     pad = page.locator("#pad")
     pad.scroll_into_view_if_needed()  # the training test may have left the pad outside the viewport
     box = pad.bounding_box()
@@ -97,6 +163,13 @@ def test_draw_and_predict_shows_a_card_per_model(page):
         assert "ms" in card.locator(".times").inner_text()
         assert card.locator(".served").inner_text().startswith("version 1 · ")  # which version, which replica
     assert "Consensus" in page.locator("#consensus").inner_text()
+    # Each card's top border in its model's colour, the chart's.
+    colours = compare_colours(stack)
+    page.wait_for_function("() => [...document.querySelectorAll('#cards .card')]"
+                           ".every(c => c.style.borderTopColor && c.style.borderTopColor !== 'rgb(127, 127, 127)')")
+    for card in cards.all():
+        border = card.evaluate("c => getComputedStyle(c).borderTopColor")
+        assert hex_colour(border) == colours[card.get_attribute("data-model")]
 
 
 def test_the_pad_stays_put_when_the_service_strip_fills(browser, stack):
@@ -192,6 +265,13 @@ def test_compare_table_and_chart(page, stack):
         timeout=120_000)
     assert "sha256" in page.locator("#pipelines").inner_text()
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+
+
+def test_the_report_link_opens_the_report_in_a_new_tab(page, stack):
+    link = page.locator("#report-link")
+    assert link.is_visible() and link.get_attribute("href") == "/report"  # a GET: it needs no token
+    assert link.get_attribute("target") == "_blank" and "noopener" in link.get_attribute("rel")
+    assert page.evaluate("() => document.querySelector('#report-link').href") == stack.url + "/report"
 
 
 def test_stopped_service_shows_error_card_while_others_answer(page, stack, digits):

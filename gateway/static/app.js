@@ -2,7 +2,7 @@
 // The gateway's page: draw/upload -> every model's answer; train with progress; compare; the network.
 
 const $ = (selector) => document.querySelector(selector);
-const FRAMEWORK_CLASS = { keras: "keras", torch: "torch", tensorflow: "tensorflow", jax: "jax" };
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 // The access token arrives once in the URL's fragment (/#token=..., printed by the gateway at start: a
 // fragment never reaches a server or a Referer), is kept for this tab, and goes with every request.
@@ -37,6 +37,28 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const child of children) node.append(child);
   return node;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// ---- model colours: the gateway's, one per model (the row's `colour` in /compare), as on its chart ----
+const NO_COLOUR = "#7f7f7f";
+let modelColours = {};
+const colourOf = (model) => modelColours[model] || NO_COLOUR;
+
+function swatch(model) {
+  const node = el("span", { class: "swatch", "aria-hidden": "true" });
+  node.style.backgroundColor = colourOf(model);
+  return node;
+}
+
+function paintCards() {
+  for (const card of document.querySelectorAll("#cards .card[data-model]")) card.style.borderTopColor = colourOf(card.dataset.model);
 }
 
 function setStatus(selector, text, isError = false) {
@@ -153,6 +175,7 @@ function renderPrediction(body) {
   $("#consensus").replaceChildren(el("span", { text: "Consensus: " }), el("strong", { text: String(consensus.label) }),
     el("span", { text: ` (${consensus.votes} of ${consensus.of} models)` }));
   $("#cards").replaceChildren(...body.predictions.map(predictionCard));
+  paintCards();
 }
 
 function predictionCard(p) {
@@ -169,7 +192,7 @@ function predictionCard(p) {
       return bar;
     }));
   const labels = el("div", { class: "bar-labels", "aria-hidden": "true" }, ...[...Array(10).keys()].map((d) => el("span", { text: String(d) })));
-  return el("article", { class: `card ${FRAMEWORK_CLASS[p.framework] || ""}`, "data-model": p.model },
+  return el("article", { class: "card", "data-model": p.model },
     el("h3", { text: p.model }),
     el("div", { class: "framework", text: `${p.framework} ${p.framework_version || ""}` }),
     el("div", { class: "digit", "aria-label": `predicts ${p.label}`, text: String(p.label) }),
@@ -231,6 +254,7 @@ async function followRun(runId) {
   let run;
   try { run = await api(`/runs/${runId}`); } catch (error) { setStatus("#train-status", error.message, true); return; }
   renderRun(run);
+  renderCurves(run);
   const cancel = $("#cancel-run");
   cancel.hidden = false;
   cancel.dataset.runId = runId;
@@ -265,6 +289,71 @@ function renderRun(run) {
   $("#progress").replaceChildren(...rows);
 }
 
+// ---- training curves: loss and validation accuracy per epoch of every model, drawn as inline SVG ----
+const PLOT = { width: 440, height: 240, left: 52, right: 14, top: 26, bottom: 36 };
+let shownRun = null, shownCurves = "";
+
+function renderCurves(run, force = false) {
+  shownRun = run;
+  const models = Object.values(run.models || {});
+  const signature = JSON.stringify([run.run_id, run.status, models.map((m) => [m.model, m.history])]);
+  if (signature === shownCurves && !force) return; // redraw only when an epoch ended (the run is polled often)
+  shownCurves = signature;
+  const epochs = Math.max(1, run.config && run.config.epochs || 1, ...models.map((m) => (m.history || []).length));
+  const finished = models.reduce((n, m) => n + (m.history || []).length, 0);
+  const seeds = run.config && run.config.seeds ? run.config.seeds.length : 1;
+  $("#curves-caption").textContent = `Run ${run.run_id} (${run.status}): ${finished ? "" : "no epoch finished yet; "}` +
+    `${epochs} epoch${epochs > 1 ? "s" : ""} per model${seeds > 1 ? `, the seed trained last (or now) of ${seeds}` : ""}.`;
+  const series = (key) => models.map((m) => ({ model: m.model,
+    points: (m.history || []).filter((e) => e[key] !== null && e[key] !== undefined).map((e) => [e.epoch, e[key]]) }));
+  $("#curve-loss").replaceChildren(plot("Training loss", series("loss"), epochs));
+  $("#curve-val-accuracy").replaceChildren(plot("Validation accuracy", series("val_accuracy"), epochs, 1));
+  $("#curve-legend").replaceChildren(...models.map((m) => el("li", { "data-model": m.model }, swatch(m.model), m.model)));
+  $("#curves").hidden = false;
+}
+
+// A round step (1, 2 or 5 times a power of ten) giving about four ticks over `span`, and the decimals it needs.
+function tickStep(span) {
+  const raw = span / 4, power = 10 ** Math.floor(Math.log10(raw)), scaled = raw / power;
+  const step = (scaled < 1.5 ? 1 : scaled < 3 ? 2 : scaled < 7 ? 5 : 10) * power;
+  return { step, digits: Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)) };
+}
+
+// One plot: epochs 1..`epochs` across, the values' range (at most `ceiling`) up; per model a line with a dot per epoch.
+function plot(title, series, epochs, ceiling = Infinity) {
+  const values = series.flatMap((s) => s.points.map((p) => p[1]));
+  let low = values.length ? Math.min(...values) : 0, high = values.length ? Math.max(...values) : 1;
+  const pad = Math.max((high - low) * 0.08, 1e-3);
+  low -= pad; high = Math.min(ceiling, high + pad);
+  const { width, height, left, right, top, bottom } = PLOT;
+  const x = (epoch) => epochs === 1 ? (left + width - right) / 2 : left + (epoch - 1) / (epochs - 1) * (width - left - right);
+  const y = (value) => top + (high - value) / (high - low) * (height - top - bottom);
+  const grid = [];
+  const { step, digits } = tickStep(high - low);
+  for (let value = Math.ceil(low / step) * step; value <= high + step * 1e-6; value += step) {
+    grid.push(svg("line", { class: "grid", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
+      svg("text", { class: "tick", x: left - 6, y: y(value) + 4, "text-anchor": "end" }, value.toFixed(digits)));
+  }
+  const every = Math.ceil(epochs / 10); // at most about ten epoch labels
+  for (let epoch = 1; epoch <= epochs; epoch += every) {
+    grid.push(svg("text", { class: "tick", x: x(epoch), y: height - bottom + 16, "text-anchor": "middle" }, String(epoch)));
+  }
+  const lines = series.filter((s) => s.points.length).map((s) => svg("g", {
+    class: "series", "data-model": s.model, "data-points": String(s.points.length) },
+    svg("path", { d: s.points.map(([e, v], i) => `${i ? "L" : "M"}${x(e).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
+      fill: "none", stroke: colourOf(s.model), "stroke-width": "2" }),
+    ...s.points.map(([e, v]) => svg("circle", { cx: x(e).toFixed(1), cy: y(v).toFixed(1), r: "3", fill: colourOf(s.model) },
+      svg("title", {}, `${s.model}, epoch ${e}: ${v.toFixed(4)}`)))));
+  return svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img",
+    "aria-label": `${title} per epoch, one line per model` },
+    svg("text", { class: "plot-title", x: left, y: 14 }, title),
+    ...grid,
+    svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: height - bottom }),
+    svg("line", { class: "axis", x1: left, x2: width - right, y1: height - bottom, y2: height - bottom }),
+    svg("text", { class: "tick", x: (left + width - right) / 2, y: height - 4, "text-anchor": "middle" }, "epoch"),
+    ...lines);
+}
+
 // ---- services and comparison ----
 async function refreshServices() {
   let services = [];
@@ -294,11 +383,17 @@ let verdictPoll = null, shownChart = "";
 async function refreshCompare() {
   let comparison;
   try { comparison = await api("/compare"); } catch (error) { setStatus("#compare-status", error.message, true); return; }
+  const colours = Object.fromEntries(comparison.models.filter((r) => r.colour).map((r) => [r.model, r.colour]));
+  if (JSON.stringify(colours) !== JSON.stringify(modelColours)) {
+    modelColours = colours;
+    paintCards();
+    if (shownRun) renderCurves(shownRun, true);
+  }
   const head = el("tr", {}, ...["model", "framework", "params", "s/epoch", "ms/step", "val acc", "test acc",
     "95% interval", "acc over seeds", "model ms", "p50 ms", "p99 ms", "req/s"].map((h) => el("th", { scope: "col", text: h })));
   const rows = comparison.models.map((r) => {
     const t = r.training || {}, s = r.serving || {}, lat = s.latency_ms || {}, inf = s.inference_ms || {};
-    return el("tr", { "data-model": r.model }, el("td", { text: r.model }),
+    return el("tr", { "data-model": r.model }, el("td", {}, swatch(r.model), r.model),
       el("td", { class: "text", text: `${r.framework || "?"} ${r.framework_version || ""}` }),
       el("td", { text: r.params ? r.params.toLocaleString("en") : "–" }),
       el("td", { text: fmt(t.epoch_seconds, 1) }), el("td", { text: fmt(t.ms_per_step, 1) }),
@@ -399,6 +494,7 @@ setInterval(refreshServices, 10000);
 api("/runs?limit=1").then((body) => {
   const run = body.runs[0];
   if (run && (run.status === "running" || run.status === "queued")) { $("#train").disabled = true; followRun(run.run_id); }
+  else if (run) renderCurves(run); // the latest run's curves
 }).catch(() => {});
 
 // ---- the data each pipeline feeds ----
