@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Smoke test of the containers: build and start the compose stack for real, use it, tear it down.
 
-Builds and starts every image (`docker compose up --build --scale torch=2`) under
-its own project name, waits until all are healthy, trains a tiny run through the
-gateway (on the trainers), sees both torch replicas converge on the new version
-and both answer, predicts an uploaded PNG (five answers), restarts a server and
-sees it serve the promoted version again, checks that no container runs as root,
-and removes everything, volumes included. Exits non-zero on the first failed check.
+Builds every image (`docker compose build`), starts the stack (`docker compose up --scale torch=2`) under
+its own project name, waits until all are healthy, checks that the gateway sees every framework server
+compose.yaml defines (and learns their models from it), trains a tiny run through the gateway (on the
+trainers), sees both torch replicas converge on the new version and both answer, predicts an uploaded PNG
+(an answer from every model), restarts a server and sees it serve the promoted version again, checks that
+no container runs as root, and removes everything, volumes included. Exits non-zero on the first failed
+check.
 
     .venvs/dev/bin/python scripts/compose_smoke.py      (make compose-smoke)
 """
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,9 +34,27 @@ from servekit.testing import free_port, png_bytes  # noqa: E402
 PROJECT = "mnistcmp-smoke"
 TOKEN = secrets.token_urlsafe(16)  # the gateway's API_TOKEN; the services' token is made by the `tokens` service
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SERVICES = ("keras-trainer", "keras", "torch-trainer", "torch", "tf-trainer", "tf", "gateway")
 TORCH_REPLICAS = 2
-MODELS = 6  # keras-sequential, keras-functional, torch, keras-torch, tf-native, tf-hybrid (compose has no jax yet)
+
+
+def roles(stack_file: Path) -> dict[str, str]:
+    """Each long-running service of a compose or stack file -> its ROLE (server, trainer), "" for the gateway."""
+    services = yaml.safe_load(stack_file.read_text())["services"]
+    return {name: (service.get("environment") or {}).get("ROLE", "") for name, service in services.items()
+            if service.get("restart") != "no"}  # not the one-shot `tokens`
+
+
+ROLES = roles(ROOT / "compose.yaml")
+SERVICES = tuple(ROLES)  # keras-trainer, keras, torch-trainer, torch, ..., gateway
+SERVERS = {name for name, role in ROLES.items() if role == "server"}  # what the gateway's SERVICE_URLS name
+FRAMEWORKS = {path.parent.name for path in (ROOT / "services").glob("*/app.py")}  # keras, torch, tf, jax
+
+
+def check_every_framework_deployed(stack_file: Path, servers: set[str]) -> None:
+    """Each framework service folder (services/<fw>/) has its server (and trainer) in the stack file."""
+    assert servers == FRAMEWORKS, f"{stack_file.name} runs {sorted(servers)}, services/ has {sorted(FRAMEWORKS)}"
+    missing = {f"{fw}-trainer" for fw in FRAMEWORKS} - set(roles(stack_file))
+    assert not missing, f"{stack_file.name} has no {sorted(missing)}"
 
 
 def compose(*args: str, env: dict, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
@@ -79,20 +99,29 @@ def replica_versions(gateway: str, service: str = "torch") -> dict:
     return {r["url"]: r.get("model_versions") for r in found["replicas"]}
 
 
+def served_models(gateway: str, servers: set[str]) -> list[str]:
+    """Every model the gateway's /services lists, once the gateway lists exactly ``servers``, each with models."""
+    services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
+    names = {s["name"] for s in services}
+    assert names == servers, f"the gateway's services {sorted(names)} are not the stack's servers {sorted(servers)}"
+    assert all(s["models"] for s in services), [s["name"] for s in services if not s["models"]]
+    return sorted(m["name"] for s in services for m in s["models"])
+
+
 def every_replica_serves(gateway: str, versions: dict) -> bool:
     """True when every replica of every service serves the given model -> version."""
-    for service in ("keras", "torch", "tf"):
-        for served in replica_versions(gateway, service).values():
+    for service in requests.get(f"{gateway}/services", timeout=10).json()["services"]:
+        for served in replica_versions(gateway, service["name"]).values():
             if any(model in served and served[model] != version for model, version in versions.items()):
                 return False
     return True
 
 
-def five_answers(gateway: str, files: dict) -> dict | None:
-    """The gateway's answer when all five models answered (a server's second worker may still be loading)."""
+def every_answer(gateway: str, files: dict, models: list[str]) -> dict | None:
+    """The gateway's answer when every model answered (a server's second worker may still be loading)."""
     answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
-    labels = [p.get("label") for p in answer["predictions"]]
-    return answer if len(labels) == MODELS and None not in labels else None
+    answered = sorted(p["model"] for p in answer["predictions"] if p.get("label") is not None)
+    return answer if answered == models else None
 
 
 def check_hardening(env: dict) -> None:
@@ -122,14 +151,22 @@ def main() -> int:
         "API_TOKEN": TOKEN,
     }
     gateway = f"http://127.0.0.1:{port}"
+    check_every_framework_deployed(ROOT / "compose.yaml", SERVERS)
     started = time.monotonic()
     try:
-        compose("up", "--build", "--detach", "--scale", f"torch={TORCH_REPLICAS}", env=env)
+        # Built first, then started: `up --build` builds an image once per service naming it (trainer and server),
+        # and when the two builds differ (a file changed meanwhile) compose recreates containers while creating
+        # others (`Conflict. The container name ... is already in use`).
+        compose("build", env=env)
+        print(f"images built (or found in the build cache) in {time.monotonic() - started:.0f} s", flush=True)
+        compose("up", "--no-build", "--detach", "--scale", f"torch={TORCH_REPLICAS}", env=env)
         print(f"built and started in {time.monotonic() - started:.0f} s", flush=True)
         wait_until("every container healthy", lambda: all_healthy(env), timeout=600, interval=5)
         services = requests.get(f"{gateway}/services", timeout=10).json()["services"]
         assert all(s["up"] for s in services), services
-        print("ok: all services healthy and reachable through the gateway")
+        models = served_models(gateway, SERVERS)
+        print(f"ok: all services healthy and reachable through the gateway: {len(SERVERS)} framework services "
+              f"({', '.join(sorted(SERVERS))}), {len(models)} models")
 
         replicas = replica_versions(gateway)
         assert len(replicas) == TORCH_REPLICAS, replicas
@@ -145,6 +182,7 @@ def main() -> int:
                          in ("succeeded", "failed") and r, timeout=900, interval=3)
         assert run["status"] == "succeeded", run
         versions = {name: entry.get("version") for name, entry in sorted(run["models"].items())}
+        assert sorted(versions) == models, f"trained {sorted(versions)}, the services have {models}"
         print("ok: tiny training run succeeded on the trainers, versions", versions)
 
         finished_at = time.monotonic()
@@ -157,11 +195,13 @@ def main() -> int:
         files = {"image": ("seven.png", png_bytes(mnist.test.images[0]), "image/png")}
         served_by = set()
         for _ in range(12):
-            answer = wait_until("five answers", lambda: five_answers(gateway, files), timeout=60, interval=0.5)
+            answer = wait_until(f"{len(models)} answers", lambda: every_answer(gateway, files, models), timeout=60,
+                                interval=0.5)
             served_by |= {p["served_by"] for p in answer["predictions"] if p["model"] == "torch"}
         labels = [p["label"] for p in answer["predictions"]]
         assert len(served_by) == TORCH_REPLICAS, served_by
-        print(f"ok: five answers {labels}, consensus {answer['consensus']}; torch answered by {sorted(served_by)}")
+        print(f"ok: {len(labels)} answers {labels}, consensus {answer['consensus']}; "
+              f"torch answered by {sorted(served_by)}")
 
         compose("restart", "torch", env=env)
         wait_until("torch healthy again after its restart", lambda: all_healthy(env), timeout=300, interval=3)
@@ -182,6 +222,7 @@ def main() -> int:
         print("ok: every container: read-only root, no capabilities, no-new-privileges, memory, pids and log "
               "limits, a 30 s stop grace")
         print("ok: no container runs as root")
+        print(f"compose smoke test passed in {time.monotonic() - started:.0f} s")
         return 0
     finally:
         compose("down", "--volumes", "--remove-orphans", env=env, check=False)

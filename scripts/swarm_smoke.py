@@ -2,8 +2,10 @@
 """Smoke test of the Docker Swarm stack (deploy/swarm/stack.yaml), for real, on this engine.
 
 Initialises a single-node swarm when there is none (and leaves it at the end; a swarm that was already
-there is left alone), builds the images, deploys the stack, scales the torch servers to 2, trains a short
-run through the gateway and waits until every replica serves the new versions, sends 200 predictions
+there is left alone), builds the images (compose.yaml's: cached after the compose smoke test), deploys the
+stack, checks that the gateway sees every framework server of the stack (four services, their models learnt
+from the gateway), scales the torch servers to 2, trains a short run of every model through the gateway and
+waits until every replica serves the new versions, sends 200 predictions
 through the gateway while `docker service update --force` restarts the torch servers (0 errors allowed),
 kills one torch server task and sees its replacement serve the promoted version, and removes the stack.
 Exits non-zero on the first failed check.
@@ -27,12 +29,22 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.compose_smoke import every_replica_serves, replica_versions, wait_until  # noqa: E402
+from scripts.compose_smoke import (  # noqa: E402
+    check_every_framework_deployed,
+    every_replica_serves,
+    replica_versions,
+    roles,
+    served_models,
+    wait_until,
+)
 from servekit.mnist import load_mnist  # noqa: E402
 from servekit.testing import free_port, png_bytes  # noqa: E402
 
 STACK = "mnistcmp-smoke"
-SERVICES = ("keras-trainer", "keras", "torch-trainer", "torch", "tf-trainer", "tf", "gateway")
+STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
+ROLES = roles(STACK_FILE)
+SERVICES = tuple(ROLES)  # keras-trainer, keras, torch-trainer, torch, ..., gateway
+SERVERS = {name for name, role in ROLES.items() if role == "server"}
 APP_UID = 10001  # the images' user, which must be able to write the model store
 SECRETS = {f"{STACK}_api_token": secrets.token_urlsafe(16), f"{STACK}_service_token": secrets.token_urlsafe(16)}
 
@@ -79,18 +91,23 @@ def main() -> int:
            "API_TOKEN_SECRET": f"{STACK}_api_token", "SERVICE_TOKEN_SECRET": f"{STACK}_service_token",
            "SERVER_REPLICAS": "1", "MODEL_POLL_S": "1", "TORCH_INDEX_URL": os.environ.get("TORCH_INDEX_URL", "")}
     gateway = f"http://127.0.0.1:{port}"
+    check_every_framework_deployed(STACK_FILE, SERVERS)
     started = time.monotonic()
     try:
         if swarm_state() != "active":
             run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
             created_swarm = True
+        built = time.monotonic()
         run("docker", "compose", "build", env=env)  # the images the stack names (compose.yaml tags them)
+        print(f"images built (or found in the build cache) in {time.monotonic() - built:.0f} s", flush=True)
         for name, value in SECRETS.items():
             subprocess.run(["docker", "secret", "create", name, "-"], input=value, text=True, check=True,
                            capture_output=True)
         run("docker", "stack", "deploy", "-c", "deploy/swarm/stack.yaml", "--resolve-image", "never", STACK, env=env)
         wait_until("the stack up and seen by the gateway", lambda: stack_ready(gateway, 1), timeout=600, interval=5)
-        print(f"ok: stack deployed and healthy in {time.monotonic() - started:.0f} s")
+        models = served_models(gateway, SERVERS)
+        print(f"ok: stack deployed and healthy in {time.monotonic() - started:.0f} s: {len(SERVERS)} framework "
+              f"services ({', '.join(sorted(SERVERS))}), {len(models)} models")
 
         run("docker", "service", "scale", "--detach", f"{STACK}_torch=2")
         wait_until("two torch replicas", lambda: stack_ready(gateway, 2), timeout=300, interval=3)
@@ -105,6 +122,7 @@ def main() -> int:
                             in ("succeeded", "failed") and r, timeout=900, interval=3)
         assert result["status"] == "succeeded", result
         versions = {name: entry["version"] for name, entry in result["models"].items()}
+        assert sorted(versions) == models, f"trained {sorted(versions)}, the services have {models}"
         finished_at = time.monotonic()
         wait_until("every replica serving the new versions", lambda: every_replica_serves(gateway, versions),
                    timeout=120, interval=0.5)

@@ -31,7 +31,7 @@ EXAMPLE_OVERLAY = BASE / "examples" / "overlay-kustomization.yaml"
 
 KUBERNETES_VERSION = "1.37.0"  # the newest schemas that the pinned kubernetes-validate carries
 NAMESPACE = "mnistcmp"
-FRAMEWORKS = {"keras": 8001, "torch": 8002, "tf": 8003}
+FRAMEWORKS = {"keras": 8001, "torch": 8002, "tf": 8003, "jax": 8004}
 GATEWAY_PORT = 8000
 POD_USER = 10001  # the images' user `app`
 

@@ -8,8 +8,8 @@ contract of docs/api.md for its ``ROLE``:
 - ``trainer``: training jobs that write new versions, promotion and rollback;
 - ``all``: both in one process (``make run``, the contract tests).
 
-Every role answers /health, /models, /models/<name>/versions, /metrics and
-/openapi.json. A route of the other role answers 409 with where to go instead.
+Every role answers /health, /models, /models/<name>/versions, /source, /metrics
+and /openapi.json. A route of the other role answers 409 with where to go instead.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from .inputs import (
     train_config,
 )
 from .limits import Slots, install_rate_limit
+from .machine import machine_facts
+from .memory import resident_memory
 from .metrics import ServiceMetrics
 from .models import describe
 from .observability import instrument
@@ -58,6 +60,7 @@ from .schemas import (
     PREDICT,
     PREDICT_REQUEST,
     PROMOTED,
+    SOURCE,
     TEST_IMAGES,
     TRAIN_ACCEPTED,
     TRAIN_REQUEST,
@@ -161,7 +164,7 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
     @app.get("/health")
     @documented(response=HEALTH)
     def health():
-        """Liveness plus what this service runs: role, framework, version, data hash, threads, model versions."""
+        """Liveness and what this service runs: role, framework, data hash, threads, models, machine, memory."""
         active = trainer.jobs.active() if trainer else None
         entries = _model_entries(service, watcher)
         return jsonify(
@@ -178,6 +181,8 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
             models={entry["name"]: entry["ready"] for entry in entries},
             model_versions={entry["name"]: entry["version"] for entry in entries},
             training=active.job_id if active else None,
+            machine=machine_facts(),
+            memory=resident_memory(),  # the answering gunicorn worker's
         )
 
     @app.get("/models")
@@ -193,6 +198,13 @@ def _register_common_routes(app: Flask, service: ModelService, metrics: ServiceM
         served = service.select(name)[0]
         listing = service.repository.describe(served.name)
         return jsonify({**listing, "serving": served.version if watcher else None})
+
+    @app.get("/source")
+    @documented(response=SOURCE)
+    def source():
+        """The code that defines each model's network and its training step, as this process runs it."""
+        return jsonify(service=settings.service_name, models={name: served.source
+                                                              for name, served in service.models.items()})
 
     @app.get("/metrics")
     @documented(content="text/plain")

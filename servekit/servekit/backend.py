@@ -95,7 +95,8 @@ class Backend(Protocol):
     name: str  # the model name of the contract: "torch", "tf-native", ...
     framework: str  # "torch", "keras", "tensorflow" or "jax"
     # Optional: ``backend`` (what runs a Keras model's tensors: "tensorflow", "jax", "torch"; the framework when
-    # absent), and ``warm_up()`` (called before a version is swapped in; one one-image prediction when absent).
+    # absent), ``warm_up()`` (called before a version is swapped in; one one-image prediction when absent), and
+    # ``network_source`` and ``train_step_source``: what GET /source shows of the model's code (servekit.source).
 
     def layers(self) -> list[Layer]:
         """The layer table, read from the framework's model object."""

@@ -17,8 +17,10 @@ import pytest
 
 from .backend import TrainConfig, TrainingData
 from .mnist import load_mnist, to_model_input
+from .source import model_source
 from .weights import initial_weights, shared_order
 
+REPOSITORY = Path(__file__).resolve().parents[2]  # servekit/servekit/backend_suite.py in a checkout
 TRAIN_LIMIT = 2000
 CONFIG = TrainConfig(epochs=1, train_limit=TRAIN_LIMIT)
 
@@ -127,3 +129,11 @@ class BackendSuite:
         rows = shared_order(3, 0, len(training_data.train))[: config.batch_size]
         assert np.array_equal(labels, training_data.train.labels[rows])
         assert np.allclose(images, training_data.train.images[rows] / 255.0, atol=1e-6)
+
+    def test_source_shows_the_network_and_the_training_step(self):
+        """Both parts GET /source shows are declared, and each is its file's very lines."""
+        for part, block in model_source(self.backend_class).items():
+            assert block is not None, f"{self.backend_class.__name__} declares no {part} (servekit.source)"
+            lines = (REPOSITORY / block["file"]).read_text().splitlines(keepends=True)
+            assert "".join(lines[block["first_line"] - 1:block["last_line"]]) == block["code"]
+            assert 0 < block["lines"] <= block["last_line"] - block["first_line"] + 1

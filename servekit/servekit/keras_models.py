@@ -112,6 +112,8 @@ class KerasBackend:
         self.model.fit(**inputs, epochs=config.epochs, verbose=0, validation_data=validation, callbacks=[callback])
         return callback.records
 
+    train_step_source = train  # what GET /source shows as the training step (servekit.source)
+
     def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
         """The arrays ``fit`` is given, first ``batch_size`` of them (``fit`` then shuffles them itself); under
         ``same_start``, the first batch of the shared order."""
@@ -179,6 +181,8 @@ class SequentialBackend(KerasBackend):
             name="keras_sequential",
         )
 
+    network_source = build  # what GET /source shows as the network (servekit.source)
+
 
 class FunctionalBackend(KerasBackend):
     """``keras-functional``: the same network through the functional API, input to output."""
@@ -195,6 +199,8 @@ class FunctionalBackend(KerasBackend):
         x = keras.layers.Dropout(0.5)(x)
         outputs = keras.layers.Dense(10, activation="softmax", name="probabilities")(x)
         return keras.Model(inputs, outputs, name="keras_functional")
+
+    network_source = build
 
 
 def serving_function(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:

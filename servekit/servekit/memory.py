@@ -1,12 +1,89 @@
-"""Memory settings for training loops that allocate and free tens of MB every step (framework-free)."""
+"""A process's memory (framework-free): how much it holds now and at its peak, the peak over a block such as a
+training, and the malloc settings for training loops that allocate and free tens of MB every step."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import platform
+import resource
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+STATUS, CLEAR_REFS = "/proc/self/status", "/proc/self/clear_refs"
+RESET_PEAK = "5"  # written to clear_refs: the kernel resets the process's peak RSS (VmHWM) to its RSS now
+
+_peak_before_reset = 0  # the process's peak RSS when peak_rss_during last reset the kernel's
+
+
+def resident_memory() -> dict:
+    """This process's resident memory in bytes: ``rss_bytes`` now, and ``peak_rss_bytes``, the most it has held
+    since it started (the kernel's VmHWM and ``ru_maxrss``, and what they were before ``peak_rss_during`` reset
+    them); None where the system does not say."""
+    status = _status_bytes("VmRSS", "VmHWM")
+    # The RSS too: the kernel's counters are per thread and summed lazily, so VmHWM can lag a page or a few.
+    peaks = [peak for peak in (status["VmRSS"], status["VmHWM"], _ru_maxrss_bytes(), _peak_before_reset) if peak]
+    return {"rss_bytes": status["VmRSS"], "peak_rss_bytes": max(peaks) if peaks else None}
+
+
+@dataclass
+class Peak:
+    """What ``peak_rss_during`` measured: bytes, or None when it could not be measured; set when the block ends."""
+
+    bytes: int | None = None
+
+
+@contextlib.contextmanager
+def peak_rss_during() -> Iterator[Peak]:
+    """The process's peak resident memory while the block runs (a training), in ``Peak.bytes`` once it ends.
+
+    Linux keeps each process's peak RSS (VmHWM) and lets the process reset it to its RSS of the moment: reset at
+    the start and read at the end, it is the block's peak, transient buffers included (sampling the RSS would miss
+    them). What the process had held before is kept for ``resident_memory``. Where the reset is not allowed, the
+    peak is known only when the block raised the process's peak (else None). It is the peak of the whole process,
+    so of whatever else it ran meanwhile, and one measurement at a time: a trainer runs one job at a time.
+    """
+    global _peak_before_reset
+    before = resident_memory()["peak_rss_bytes"]
+    reset = _reset_peak()
+    if reset:
+        _peak_before_reset = max(_peak_before_reset, before or 0)
+    peak = Peak()
+    try:
+        yield peak
+    finally:
+        after = max((value for value in _status_bytes("VmRSS", "VmHWM").values() if value), default=None)
+        if reset or (after and before and after > before):
+            peak.bytes = after
+
+
+def _reset_peak() -> bool:
+    try:
+        with open(CLEAR_REFS, "w", encoding="ascii") as clear_refs:
+            clear_refs.write(RESET_PEAK)
+        return True
+    except OSError:
+        return False
+
+
+def _status_bytes(*keys: str) -> dict[str, int | None]:
+    """Fields of /proc/self/status given in kB, in bytes (None each when absent or unreadable)."""
+    found: dict[str, int | None] = dict.fromkeys(keys)
+    try:
+        with open(STATUS, encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name in found:
+                    found[name] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def _ru_maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if platform.system() == "Darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
 @contextlib.contextmanager

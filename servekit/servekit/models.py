@@ -12,6 +12,7 @@ import numpy as np
 
 from .backend import Backend
 from .errors import NotReady
+from .source import model_source
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ServedModel:
         self.backend: str = backend_name(blueprint)
         self.layers = blueprint.layers()
         self.params = sum(layer.params for layer in self.layers)
+        self.source = model_source(backend_class)  # read once, at start: the code this process runs
         self._installed: Installed | None = None  # replaced whole, never changed in place
 
     @property
@@ -92,6 +94,7 @@ def describe(model: ServedModel, meta: dict, version: int | None, ready: bool, w
         "test_accuracy": meta.get("test_accuracy"),
         "test_loss": meta.get("test_loss"),
         "train_seconds": meta.get("train_seconds"),
+        "train_peak_rss_bytes": meta.get("train_peak_rss_bytes"),
         "train_samples": meta.get("train_samples"),
         "warmup_ms": warmup_ms,
         "config": meta.get("config"),

@@ -86,14 +86,20 @@ INFER_REQUEST = {
 }
 
 # ---- service responses ----
+BYTES = {"type": "integer", "minimum": 0, "nullable": True}
+MACHINE = obj({"cpu_model": NULLABLE_STRING, "cpu_count": NULLABLE_INTEGER, "cpu_affinity": NULLABLE_INTEGER,
+               "memory_bytes": BYTES, "platform": STRING, "python": STRING})
+MEMORY = obj({"rss_bytes": BYTES, "peak_rss_bytes": BYTES})  # the answering process's (gunicorn worker's)
 HEALTH = obj({"status": STRING, "framework": STRING, "framework_version": STRING,
               "data_sha256": NULLABLE_STRING, "threads": {"type": "object"}},
              {"role": {"type": "string", "enum": ["all", "trainer", "server"]}, "served_by": STRING,
               "model_versions": {"type": "object"},
-              "batching": obj({"max_batch": INTEGER, "window_ms": NUMBER, "enabled": BOOLEAN})})
+              "batching": obj({"max_batch": INTEGER, "window_ms": NUMBER, "enabled": BOOLEAN}),
+              "machine": MACHINE, "memory": MEMORY})
 MODEL = obj({"name": STRING, "ready": {"type": "boolean"}, "params": INTEGER, "layers": array_of(LAYER),
              "trained_at": NULLABLE_STRING, "test_accuracy": NULLABLE_NUMBER},
-            {"history": array_of(EPOCH), "framework": STRING, "backend": STRING, "version": NULLABLE_INTEGER})
+            {"history": array_of(EPOCH), "framework": STRING, "backend": STRING, "version": NULLABLE_INTEGER,
+             "train_seconds": NULLABLE_NUMBER, "train_peak_rss_bytes": BYTES})
 MODELS = obj({"models": array_of(MODEL)})
 TRAIN_ACCEPTED = obj({"job_id": STRING, "status_url": STRING, "status": STRING})
 JOB = obj({"job_id": STRING, "model": NULLABLE_STRING, "status": {"type": "string",
@@ -116,6 +122,11 @@ VERSION = obj({"version": INTEGER, "promoted": BOOLEAN}, {"test_accuracy": NULLA
 VERSIONS = obj({"model": STRING, "promoted": NULLABLE_INTEGER, "versions": array_of(VERSION)},
                {"previous": NULLABLE_INTEGER, "serving": NULLABLE_INTEGER})
 PROMOTED = obj({"model": STRING, "version": INTEGER}, {"previous": NULLABLE_INTEGER, "promoted_at": STRING})
+SOURCE_BLOCK = obj({"file": STRING, "qualname": STRING, "first_line": {"type": "integer", "minimum": 1},
+                   "last_line": {"type": "integer", "minimum": 1}, "lines": {"type": "integer", "minimum": 0},
+                   "code": STRING}, {"qualnames": array_of(STRING)})
+SOURCE = obj({"service": STRING, "models": {"type": "object", "additionalProperties": obj(
+    {"network": nullable(SOURCE_BLOCK), "train_step": nullable(SOURCE_BLOCK)})}})
 
 # ---- Open Inference Protocol responses ----
 TENSOR_META = obj({"name": STRING, "datatype": STRING, "shape": array_of(INTEGER)})

@@ -31,6 +31,7 @@ class Settings:
     workers: int = 1
     cpu_limit: int = 1
     served_by: str = ""
+    service_name: str = ""  # this framework's name in compose, Swarm and Kubernetes: "torch", ...
     trainer_url: str | None = None
     allowed_hosts: Container[str] | None = None  # Host names answered (web_security.ServiceHosts); None: any
     rate_limit: str | None = None  # per client, on /predict and /v2 infer, e.g. "20/second"; None: off
@@ -58,6 +59,9 @@ class Settings:
         port = int(env.get("PORT", default_port))
         workers = server_workers(role)
         cpu_limit = int(env.get("CPU_LIMIT") or detect_cpu_limit())
+        # SERVICE_NAME: the name compose, Swarm and Kubernetes give this framework's servers; by default the
+        # service's folder, where gunicorn runs (services/torch locally, /app/services/torch in the image).
+        service_name = env.get("SERVICE_NAME") or Path.cwd().name
         return cls(
             port=port,
             mnist_dir=Path(env.get("MNIST_DIR", "data/mnist")),
@@ -73,11 +77,9 @@ class Settings:
             workers=workers,
             cpu_limit=cpu_limit,
             served_by=env.get("SERVED_BY") or f"{socket.gethostname()}:{port}",
+            service_name=service_name,
             trainer_url=env.get("TRAINER_URL") or None,
-            # SERVICE_NAME: the name compose, Swarm and Kubernetes give this framework's servers; by default the
-            # service's folder, where gunicorn runs (services/torch locally, /app/services/torch in the image).
-            allowed_hosts=service_hosts(env.get("ALLOWED_HOSTS"), env.get("SERVICE_NAME") or Path.cwd().name,
-                                        socket.gethostname()),
+            allowed_hosts=service_hosts(env.get("ALLOWED_HOSTS"), service_name, socket.gethostname()),
             rate_limit=env.get("RATE_LIMIT") or None,
             max_evaluations=max(1, int(env.get("MAX_EVALUATIONS", 2))),
             max_batch=max(1, int(env.get("MAX_BATCH", 32))),

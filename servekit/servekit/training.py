@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from .backend import TrainConfig
 from .jobs import JobCancelled, JobRunner, TrainingJob, progress_of
+from .memory import peak_rss_during
 from .mnist import to_model_input
 from .models import ServedModel
 from .service import ModelService
@@ -76,7 +77,8 @@ class Trainer:
         candidate = served.backend_class()  # a fresh network; the served one keeps answering
         training_data = self.service.training_data(config.train_limit)
         started = time.perf_counter()
-        history = candidate.train(training_data, config, progress_of(job))
+        with peak_rss_during() as peak:
+            history = candidate.train(training_data, config, progress_of(job))
         train_seconds = time.perf_counter() - started
         test = candidate.evaluate(to_model_input(data.test.images), data.test.labels)
         job.check_cancelled()  # a cancel during the evaluation still writes nothing
@@ -99,6 +101,7 @@ class Trainer:
             "train_samples": len(training_data.train),
             "history": [record.to_dict() for record in history],
             "train_seconds": round(train_seconds, 3),
+            "train_peak_rss_bytes": peak.bytes,  # the whole process's, while train() ran
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,
             "data_sha256": data.sha256,
@@ -111,7 +114,8 @@ class Trainer:
             self.on_promoted()
         job.end_model(served.name, {
             "status": "succeeded", "test_accuracy": test.accuracy, "test_loss": test.loss,
-            "train_seconds": meta["train_seconds"], "version": version, "promoted": promoted, "promotion": reason,
+            "train_seconds": meta["train_seconds"], "train_peak_rss_bytes": peak.bytes, "version": version,
+            "promoted": promoted, "promotion": reason,
         })
 
     def _apply_policy(self, model: str, version: int, accuracy: float, policy: str) -> tuple[bool, str]:

@@ -124,6 +124,9 @@ class FlaxBackend:
 
     name = "flax"
     framework = "jax"
+    # What GET /source shows (servekit.source): the network with its helpers, the jitted step with its loss.
+    network_source = (max_pool_2x2, conv_3x3, ConvNet)
+    train_step_source = (cross_entropy, train_step)
 
     def __init__(self, seed: int = 0):
         self.model = ConvNet(nnx.Rngs(seed))

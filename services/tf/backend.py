@@ -136,6 +136,8 @@ class TapeBackend:
             history.append(record)
         return history
 
+    train_step_source = train  # what GET /source shows as the training step (servekit.source)
+
     def first_batch(self, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
         """The first batch of the training ``tf.data`` pipeline for this seed: what the first step trains on."""
         keras.utils.set_random_seed(config.seed)  # as train() does: the shuffle also follows the global seed
@@ -185,6 +187,7 @@ class NativeBackend(TapeBackend):
     """``tf-native``: ``tf.Variable`` weights and ``tf.nn`` ops, checkpointed with ``tf.train.Checkpoint``."""
 
     name = "tf-native"
+    network_source = (glorot_uniform, NativeCNN)  # what GET /source shows as the network (servekit.source)
 
     def build(self) -> None:
         self.net = NativeCNN()
@@ -245,6 +248,8 @@ class HybridBackend(TapeBackend):
             ],
             name="tf_hybrid",
         )
+
+    network_source = build  # what GET /source shows as the network (servekit.source)
 
     @property
     def variables(self) -> list:

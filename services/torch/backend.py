@@ -61,6 +61,7 @@ class TorchBackend:
 
     name = "torch"
     framework = "torch"
+    network_source = ConvNet  # what GET /source shows (servekit.source); the training step: train_step_source
 
     def __init__(self):
         self.net = ConvNet().eval()
@@ -132,6 +133,8 @@ class TorchBackend:
             progress.end_epoch(record)
             history.append(record)
         return history
+
+    train_step_source = _train  # the loop, each step written in it
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Metrics:
         """Mean cross-entropy and accuracy over NHWC float32 images."""
