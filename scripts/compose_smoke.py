@@ -117,6 +117,12 @@ def every_replica_serves(gateway: str, versions: dict) -> bool:
     return True
 
 
+def run_seconds(run: dict) -> str:
+    """Each model's time in a finished run (its trainer's job, start to result), for the log."""
+    return ", ".join(f"{name} {entry['finished_at'] - entry['started_at']:.0f} s"
+                     for name, entry in run["models"].items() if entry.get("started_at") and entry.get("finished_at"))
+
+
 def every_answer(gateway: str, files: dict, models: list[str]) -> dict | None:
     """The gateway's answer when every model answered (a server's second worker may still be loading)."""
     answer = requests.post(f"{gateway}/predict", files=files, timeout=60).json()
@@ -177,6 +183,7 @@ def main() -> int:
         print("ok: training without the token is refused (401)")
         run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 3000}, headers=AUTH,
                                timeout=30).json()["run_id"]
+        training = time.monotonic()
         run = wait_until("the training run to finish",
                          lambda: (r := requests.get(f"{gateway}/runs/{run_id}", timeout=10).json())["status"]
                          in ("succeeded", "failed") and r, timeout=900, interval=3)
@@ -184,6 +191,7 @@ def main() -> int:
         versions = {name: entry.get("version") for name, entry in sorted(run["models"].items())}
         assert sorted(versions) == models, f"trained {sorted(versions)}, the services have {models}"
         print("ok: tiny training run succeeded on the trainers, versions", versions)
+        print(f"  the run took {time.monotonic() - training:.0f} s: {run_seconds(run)}", flush=True)
 
         finished_at = time.monotonic()
         wait_until("every replica serving the new versions", lambda: every_replica_serves(gateway, versions),

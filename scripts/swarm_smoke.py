@@ -34,6 +34,7 @@ from scripts.compose_smoke import (  # noqa: E402
     every_replica_serves,
     replica_versions,
     roles,
+    run_seconds,
     served_models,
     wait_until,
 )
@@ -116,6 +117,7 @@ def main() -> int:
         assert requests.post(f"{gateway}/train", json={}, timeout=30).status_code == 401
         run_id = requests.post(f"{gateway}/train", json={"epochs": 1, "train_limit": 2000}, timeout=30,
                                headers={"Authorization": f"Bearer {SECRETS[f'{STACK}_api_token']}"}).json()["run_id"]
+        training = time.monotonic()
         print("ok: the gateway takes its token, and the services theirs, from Swarm secrets")
         result = wait_until("the training run to finish",
                             lambda: (r := requests.get(f"{gateway}/runs/{run_id}", timeout=10).json())["status"]
@@ -127,6 +129,7 @@ def main() -> int:
         wait_until("every replica serving the new versions", lambda: every_replica_serves(gateway, versions),
                    timeout=120, interval=0.5)
         print(f"ok: trained {versions}; every replica serves them {time.monotonic() - finished_at:.1f} s later")
+        print(f"  the run took {finished_at - training:.0f} s: {run_seconds(result)}", flush=True)
 
         image = png_bytes(load_mnist(mnist_dir, mirrors=()).test.images[0])
         before = set(replica_versions(gateway))
