@@ -49,7 +49,10 @@ def serving_versions(server: ServiceProcess, samples: int = 8) -> set:
     pixels = [[0.0] * 28 for _ in range(28)]
     versions = set()
     for _ in range(samples):
-        response = API.post(server.url + "/predict", json={"pixels": pixels}, timeout=30)
+        # A connection of its own each: the session's kept-alive one stays with one gunicorn worker, and the
+        # other could still be loading the version while every answer says it has converged.
+        response = requests.post(server.url + "/predict", json={"pixels": pixels}, headers=API.headers,
+                                 timeout=30)
         versions.add(response.json()["predictions"][0]["model_version"] if response.ok else None)
     return versions
 
