@@ -14,16 +14,14 @@ no run yet, a verdict being computed all become words in the report.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from servekit.backend import TrainConfig
 from servekit.errors import ApiError
+from servekit.machine import machine_facts
 
 from .clients import STATUS_TIMEOUT_S, ServiceClient, ServiceDirectory, ServiceError
 from .compare import build_comparison
@@ -185,37 +183,3 @@ def _wait(future: Future, deadline: float, name: str, missing: list[str]) -> Any
 def _benchmark_summary(record: dict) -> dict:
     """The latest benchmark's when and how (its per-model figures are in /compare's rows)."""
     return {key: record.get(key) for key in ("benchmark_id", "created_at", "requests", "concurrency")}
-
-
-def machine_facts() -> dict:
-    """This machine as the report's setup shows it: CPU model, cores (and those this process may use), memory,
-    platform and Python; a fact that cannot be read is None."""
-    return {
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_bytes": _memory_bytes(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def _cpu_model() -> str | None:
-    return _proc_field("/proc/cpuinfo", "model name", lambda value: value) or platform.processor() or None
-
-
-def _memory_bytes() -> int | None:
-    return _proc_field("/proc/meminfo", "MemTotal", lambda value: int(value.split()[0]) * 1024)
-
-
-def _proc_field(path: str, key: str, parse: Callable[[str], Any]) -> Any:
-    """The first ``key: value`` line of a /proc file, parsed; None when absent or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as lines:
-            for line in lines:
-                name, _, value = line.partition(":")
-                if name.strip() == key:
-                    return parse(value.strip())
-    except (OSError, ValueError):
-        return None
-    return None

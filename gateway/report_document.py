@@ -369,14 +369,20 @@ def _data(snapshot: dict, figures: dict) -> list:
             Section("data-first-batches", "First batches", 3, batch_blocks)]
 
 
+def _figure_or_note(figures: dict, key: str, alt: str, caption: str, missing: str, image_id: str | None = None):
+    """The figure drawn under ``key`` as an image block, or a note saying why there is none."""
+    if figures.get(key):
+        return Image(image_id or key, figures[key], alt, caption)
+    return Paragraph(missing, "note")
+
+
 def _network(snapshot: dict, figures: dict) -> list:
     rows = rows_of(snapshot)
     architecture: list = []
-    if figures.get("architecture"):
-        architecture.append(Image("architecture", figures["architecture"], "the network's layers",
-                                  "Input to output: each layer's output shape (batch left out) and parameters."))
-    else:
-        architecture.append(Paragraph("No service reported its layers, so the architecture cannot be drawn.", "note"))
+    architecture.append(_figure_or_note(
+        figures, "architecture", "the network's layers",
+        "Input to output: each layer's output shape (batch left out) and parameters.",
+        "No service reported its layers, so the architecture cannot be drawn."))
     sizes = {r["model"]: r.get("params") for r in rows}
     known = {v for v in sizes.values() if v is not None}
     if len(known) == 1:
@@ -454,11 +460,10 @@ def _code(snapshot: dict, figures: dict) -> list:
 
 def _training(snapshot: dict, figures: dict) -> list:
     blocks: list = []
-    if figures.get("training"):
-        blocks.append(Image("training-curves", figures["training"], "loss and validation accuracy per epoch",
-                            "Every model's loss and validation accuracy per epoch, for the version served."))
-    else:
-        blocks.append(Paragraph("No model has a training history yet.", "note"))
+    blocks.append(_figure_or_note(
+        figures, "training", "loss and validation accuracy per epoch",
+        "Every model's loss and validation accuracy per epoch, for the version served.",
+        "No model has a training history yet.", image_id="training-curves"))
     table_rows = []
     for row in rows_of(snapshot):
         table_rows.append([
@@ -481,12 +486,11 @@ def _results(snapshot: dict, figures: dict) -> list:
     rows = rows_of(snapshot)
     verdict = snapshot["comparison"].get("verdict")
     accuracy: list = []
-    if figures.get("accuracy"):
-        accuracy.append(Image("accuracy", figures["accuracy"], "test accuracy per model with 95% intervals",
-                              "Test accuracy on the 10,000 test images. Error bars: the Wilson 95% interval; "
-                              "diamonds: the mean ± sd over the run's seeds. The axis does not start at 0."))
-    else:
-        accuracy.append(Paragraph("No model has a test accuracy yet.", "note"))
+    accuracy.append(_figure_or_note(
+        figures, "accuracy", "test accuracy per model with 95% intervals",
+        "Test accuracy on the 10,000 test images. Error bars: the Wilson 95% interval; "
+        "diamonds: the mean ± sd over the run's seeds. The axis does not start at 0.",
+        "No model has a test accuracy yet."))
     accuracy.append(Table("accuracy", "Test accuracy", [
         "model", "version", "test accuracy", "95% low", "95% high", "correct of 10,000", "seeds", "mean over seeds",
         "sd", "min", "max", "ECE"], [[

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import threading
 import time
 import zipfile
@@ -28,7 +27,6 @@ from PIL import Image
 from servekit.testing import authorized, free_port
 from tests.conftest import SERVICES, start_gateway, start_service
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 SECTIONS = ["setup", "data", "network", "code", "training", "results", "serving", "conclusion"]
@@ -89,20 +87,6 @@ def trained(tmp_path_factory):
         gateway.stop()
         for service in services.values():
             service.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
 
 
 # --- reading the report back --------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Screenshots are saved in test-artifacts/ for a person to look at.
 from __future__ import annotations
 
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import requests
 from servekit.testing import TEST_TOKEN, authorized, png_bytes
 from tests.conftest import SERVICES
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRAIN_TIMEOUT_MS = 600_000
 EPOCHS = 2  # of the page's training run: two points per curve
@@ -60,20 +58,6 @@ def wait_for_answer(page) -> None:
         page.wait_for_selector("#cards .card", timeout=30_000)
     except Exception as exc:
         raise AssertionError(f"no cards; status: {page.locator('#predict-status').inner_text()!r}") from exc
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
