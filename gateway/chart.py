@@ -42,7 +42,7 @@ CI_COLOUR = "black"  # the Wilson 95% interval's error bar
 SEEDS_COLOUR = "#555555"  # the seeds' mean ± sd: a white diamond on a grey bar
 KEPT_CHARTS = 8  # rendered charts kept (states and formats)
 DPI = 100
-_drawing = threading.Lock()  # one figure at a time: a render is a few tenths of a second of CPU
+drawing_lock = threading.Lock()  # one figure at a time: a render is a few tenths of a second of CPU
 
 
 def model_colours(names: Iterable[str]) -> dict[str, str]:
@@ -101,7 +101,7 @@ def render_chart(comparison: dict, fmt: str) -> bytes:
     names = [row["model"] for row in rows]
     colours = _colours_of(rows)
     bar_colours = [colours[name] for name in names]
-    with _drawing:
+    with drawing_lock:
         figure = Figure(figsize=(12, 8), dpi=DPI, layout="constrained")
         axes = figure.subplots(2, 2)
         figure.suptitle(f"One MNIST CNN (34,826 parameters), {len(rows)} implementations", fontsize=14)
@@ -128,7 +128,7 @@ def render_chart(comparison: dict, fmt: str) -> bytes:
 
 def accuracy_chart(rows: list[dict], fmt: str = "png") -> bytes:
     """The accuracy panel alone (see ``draw_accuracy``) as PNG or SVG bytes; ``rows`` are ``/compare``'s."""
-    with _drawing:
+    with drawing_lock:
         figure = Figure(figsize=(max(7.0, 1.1 * len(rows) + 2.0), 4.4), dpi=DPI, layout="constrained")
         draw_accuracy(figure.add_subplot(), rows, _colours_of(rows))
         return _encode(figure, fmt)
@@ -182,7 +182,7 @@ def training_curves_chart(histories: dict[str, list[dict]], fmt: str = "png",
     """Loss and validation accuracy per epoch of every model on one pair of plots (see ``draw_training_curves``),
     as PNG or SVG bytes. ``histories``: model -> its epochs, as a run's ``models[<name>]["history"]`` (see
     ``run_histories``); the colours are ``model_colours`` of its models unless given."""
-    with _drawing:
+    with drawing_lock:
         figure = Figure(figsize=(12.0, 4.4), dpi=DPI, layout="constrained")
         loss_axis, accuracy_axis = figure.subplots(1, 2)
         draw_training_curves(loss_axis, accuracy_axis, histories, colours)
