@@ -9,13 +9,14 @@ while a training job keeps a core busy.
 """
 
 import glob
+import itertools
 import logging
 import os
 import shutil
 import sys
 import tempfile
 
-from servekit.settings import server_workers
+from servekit.settings import WORKER_INDEX_ENV, server_workers
 
 # A server's OpenMP threads that finish a parallel region sleep instead of spinning for the next one. Spinning
 # made a one-image torch call cost 5-10x the CPU with two intra-op threads on a busy two-core machine (measured
@@ -84,6 +85,18 @@ def on_starting(server):
         _made_metrics_dir.append(folder)
         os.environ[METRICS_DIR_ENV] = folder
     server.log.info("workers share their metrics in %s", folder)
+
+
+def pre_fork(server, worker):
+    """In the master, before a worker forks: the lowest index (0, 1, ...) that no live worker has, so that each
+    worker can take its own share of the CPUs (services/jax/threads.py); a replacement takes its predecessor's."""
+    taken = {getattr(live, "index", None) for live in server.WORKERS.values()}
+    worker.index = next(index for index in itertools.count() if index not in taken)
+
+
+def post_fork(server, worker):
+    """In the new worker, before it imports the app: its index, in the environment as GUNICORN_WORKER_INDEX."""
+    os.environ[WORKER_INDEX_ENV] = str(worker.index)
 
 
 def child_exit(server, worker):

@@ -95,6 +95,14 @@ def server_workers(role: str | None = None) -> int:
     return max(1, int(os.environ.get("SERVER_WORKERS", 1)))
 
 
+WORKER_INDEX_ENV = "GUNICORN_WORKER_INDEX"  # set in each worker by servekit.gunicorn_settings.post_fork
+
+
+def worker_index() -> int:
+    """This gunicorn worker's index among the server's live workers (0, 1, ...); 0 outside gunicorn."""
+    return int(os.environ.get(WORKER_INDEX_ENV, "0"))
+
+
 def detect_cpu_limit() -> int:
     """The CPUs this process may use: the cgroup v2 quota when one is set, else the CPU affinity."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
