@@ -113,6 +113,11 @@ ROUTES = {
                            errors={400: "'seed' out of range, or 'same_start' not true or false",
                                    429: "other first-batch computations are running; see Retry-After",
                                    **MODELS_UNKNOWN_YET}),
+    "report_markdown": Route(query={"images": {
+        "schema": {"type": "string", "enum": ["files", "inline"], "default": "files"},
+        "description": "files: a zip of report.md and images/*.png (application/zip); inline: one Markdown file "
+                       "with the images as data: URLs (text/markdown)"}},
+        errors={400: "'images' is not 'files' or 'inline'"}),
     "model_versions": Route(errors=SERVICE_ANSWER),
     "promote_version": Route(errors={**SERVICE_ANSWER, 409: "its trainer refused (not a trainer)"}),
     "evaluate": Route(errors={**UNKNOWN_MODELS, 429: "evaluations are already running; see Retry-After",

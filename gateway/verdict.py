@@ -272,7 +272,10 @@ def _no_difference_sentence(pairs: list[dict], method: str) -> str:
         (pair,) = pairs
         return (f"No significant difference between {pair['a']} and {pair['b']} "
                 f"({method}; p {_format_p(pair['p_adjusted'])}).")
-    closest = min(pairs, key=lambda pair: pair["p_adjusted"])
+    closest = min(pairs, key=lambda pair: (pair["p_adjusted"], pair["p_value"]))
+    if closest["p_adjusted"] >= 1:  # Holm capped them all at 1: no pair is "closest" by it, the raw p says more
+        return (f"No significant difference between any pair of models ({method}); every adjusted p is 1, the "
+                f"smallest unadjusted p {_format_number(closest['p_value'])} ({closest['a']} vs {closest['b']}).")
     return (f"No significant difference between any pair of models ({method}); the smallest adjusted p is "
             f"{_format_number(closest['p_adjusted'])} ({closest['a']} vs {closest['b']}).")
 

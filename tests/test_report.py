@@ -298,7 +298,11 @@ def test_the_markdown_has_the_same_headings_and_images(trained):
         assert set(files.namelist()) == {"report.md", *referenced}
         for name in referenced:
             assert files.read(name).startswith(b"\x89PNG\r\n\x1a\n"), name
-    assert requests.get(f"{trained.url}/report.md", params={"images": "links"}, timeout=30).status_code == 400
+    refused = requests.get(f"{trained.url}/report.md", params={"images": "links"}, timeout=30)
+    assert refused.status_code == 400 and "'images' must be" in refused.json()["error"]
+    operation = requests.get(f"{trained.url}/openapi.json", timeout=30).json()["paths"]["/report.md"]["get"]
+    images = {parameter["name"]: parameter for parameter in operation["parameters"]}["images"]
+    assert images["schema"]["enum"] == ["files", "inline"] and "400" in operation["responses"]
 
 
 def test_the_code_sections_are_the_services_own_source(trained):

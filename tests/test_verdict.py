@@ -327,16 +327,37 @@ def test_verdict_without_significant_difference():
     labels = rng.integers(0, 10, N_TEST)
     right_a = rng.random(N_TEST) > 0.01
     right_b = right_a.copy()
-    right_b[np.flatnonzero(right_a)[:3]] = False  # b misses 3 more images than a
-    right_b[np.flatnonzero(~right_a)[:1]] = True  # and gets 1 that a misses
+    right_b[np.flatnonzero(right_a)[:7]] = False  # b misses 7 more images than a
+    right_b[np.flatnonzero(~right_a)[:1]] = True  # and gets 1 that a misses: a raw p of 0.07
+    right_c = right_a.copy()
+    right_c[np.flatnonzero(right_a)[:1]] = False  # c misses 1 more than a
     models = {"torch": _model_right_on(labels, right_a, rng), "tf-native": _model_right_on(labels, right_b, rng),
-              "tf-hybrid": _model_right_on(labels, right_a, rng)}
+              "tf-hybrid": _model_right_on(labels, right_c, rng)}
     result = verdict(labels, models)
     assert not any(pair["significant"] for pair in result["pairs"])
-    smallest = min(pair["p_adjusted"] for pair in result["pairs"])
+    closest = min(result["pairs"], key=lambda pair: pair["p_adjusted"])
+    assert closest["p_adjusted"] < 1 and {closest["a"], closest["b"]} == {"torch", "tf-native"}
     assert result["summary"] == (
         "No significant difference between any pair of models (Holm-adjusted exact McNemar, alpha 0.05); "
-        f"the smallest adjusted p is {smallest:.2g} (torch vs tf-native).")
+        f"the smallest adjusted p is {closest['p_adjusted']:.2g} ({closest['a']} vs {closest['b']}).")
+
+
+def test_verdict_where_holm_caps_every_p_at_one_names_the_smallest_raw_p():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 10, N_TEST)
+    right_a = rng.random(N_TEST) > 0.01
+    right_b, right_c = right_a.copy(), right_a.copy()
+    right_b[np.flatnonzero(right_a)[:2]] = False  # b misses 2 more than a: a raw p of 0.5
+    right_c[np.flatnonzero(right_a)[:1]] = False  # c misses 1 more than a: a raw p of 1
+    models = {name: _model_right_on(labels, right, rng) for name, right in
+              (("torch", right_a), ("tf-native", right_b), ("tf-hybrid", right_c))}
+    result = verdict(labels, models)
+    assert all(pair["p_adjusted"] == 1 for pair in result["pairs"])
+    smallest = min(result["pairs"], key=lambda pair: pair["p_value"])
+    assert smallest["p_value"] == 0.5 and {smallest["a"], smallest["b"]} == {"torch", "tf-native"}
+    assert result["summary"] == (
+        "No significant difference between any pair of models (Holm-adjusted exact McNemar, alpha 0.05); "
+        f"every adjusted p is 1, the smallest unadjusted p 0.5 ({smallest['a']} vs {smallest['b']}).")
 
 
 def test_verdict_two_models_and_one_model():
