@@ -51,7 +51,7 @@ service-tests: $(foreach s,$(SERVICES),$(VENVS)/$(s)/.installed)
 
 # Contract tests talk HTTP only: they start every service under gunicorn with its own venv.
 contract-tests: install browser
-	$(VENVS)/dev/bin/pytest tests
+	$(VENVS)/dev/bin/pytest tests --durations=25
 
 # The containers, for real, when a Docker engine with the compose plugin is here or can be installed
 # (as root, on these machines: the setup script also starts dockerd preferring local images for Swarm).
