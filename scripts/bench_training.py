@@ -90,7 +90,10 @@ def set_threads(framework: str, settings) -> dict:
     if framework == "jax":
         from threads import limit_xla_threads  # the jax service's own: CPU affinity before JAX starts
 
+        from servekit.memory import one_malloc_arena  # as app.py: XLA's threads share the main heap
+
         threads = limit_xla_threads(settings.intra_op_threads)
+        one_malloc_arena()
         import jax
 
         return {"intra_op": threads["intra_op"], "inter_op": None, "version": jax.__version__,

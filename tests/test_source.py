@@ -68,6 +68,8 @@ def test_health_says_where_it_runs_and_what_this_process_holds(service, spec):
     assert machine["cpu_model"] and machine["platform"] and machine["python"].startswith("3.")
     # A process with its framework loaded holds tens of MB at least, and far less than the machine has.
     assert 50 * MIB < memory["rss_bytes"] <= memory["peak_rss_bytes"] < machine["memory_bytes"]
+    if service.name == "jax":  # it trains (ROLE=all): XLA's threads share glibc's main heap
+        assert response.json()["threads"]["malloc_arena_max"] == 1
 
 
 def test_training_records_each_models_peak_memory(service, spec):

@@ -10,7 +10,7 @@ import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters (malloc.h)
 STATUS, CLEAR_REFS = "/proc/self/status", "/proc/self/clear_refs"
 RESET_PEAK = "5"  # written to clear_refs: the kernel resets the process's peak RSS (VmHWM) to its RSS now
 
@@ -98,7 +98,7 @@ def freed_memory_kept():
     reuses its buffers and does not pay it.) Afterwards the freed memory goes back to the kernel, and the thresholds
     to the ceilings that glibc's own adaptive ones stop at (32 MiB and twice that), for the process's serving.
     """
-    libc = ctypes.CDLL(None) if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else None
+    libc = _glibc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)  # blocks up to 256 MiB come from the heap, not from mmap
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap is not trimmed after each step
@@ -109,3 +109,23 @@ def freed_memory_kept():
             libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
             libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
             libc.malloc_trim(0)
+
+
+def one_malloc_arena() -> bool:
+    """From now on, every new thread mallocs from glibc's main heap (M_ARENA_MAX 1), not from an arena of its own;
+    True when set (glibc only). Call it before a runtime starts its threads.
+
+    For XLA's CPU runtime (the jax service): each of its threads otherwise gets a per-thread arena, whose heaps are
+    at most 64 MiB and shrink back to the kernel, outside what ``freed_memory_kept`` sets for the main heap. So
+    keras-jax's step buffers were mapped and faulted in anew every step: 4.4 million page faults and 12.2 s an
+    epoch of 20,000 images, against 3,000 faults and 7.6 s with one arena (scripts/bench_training.py --models
+    keras-jax --train-limit 20000, MALLOC_ARENA_MAX unset and 1). flax gained little (4.67 s to 4.42 s) and
+    keras-torch nothing, so only the jax service sets it, and only in a process that trains.
+    """
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, 1))
+
+
+def _glibc():
+    """The C library when it is glibc (whose mallopt these settings are), else None."""
+    return ctypes.CDLL(None) if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else None

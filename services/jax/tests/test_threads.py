@@ -33,3 +33,13 @@ def test_a_one_thread_worker_runs_on_its_own_cpu(index):
     assert seen["cpus"] == [sorted(os.sched_getaffinity(0))[index]]
     assert f"worker {index}" in seen["how"]
     assert "--xla_cpu_multi_thread_eigen=false" in seen["xla_flags"]
+
+
+@pytest.mark.parametrize(("role", "arena_max"), [("trainer", 1), ("all", 1), ("server", None)])
+def test_a_process_that_trains_keeps_xlas_threads_on_one_malloc_arena(role, arena_max, tmp_path):
+    """app.py as each role imports it: one glibc arena where it trains, the default where it only serves."""
+    show = "import json, app; print(json.dumps(app.threads['malloc_arena_max']))"
+    env = {**os.environ, "ROLE": role, "MODEL_REPOSITORY": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", show], cwd=SERVICE, env=env, capture_output=True, text=True,
+                            timeout=300, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == arena_max
