@@ -20,7 +20,7 @@ from flax import nnx, serialization  # noqa: E402
 
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData  # noqa: E402
 from servekit.buckets import bucket_sizes, max_batch_from_env, run_in_buckets, warm_up_buckets  # noqa: E402
-from servekit.keras_models import SequentialBackend  # noqa: E402
+from servekit.keras_models import FreedMemoryKept, SequentialBackend  # noqa: E402
 from servekit.memory import freed_memory_kept  # noqa: E402
 from servekit.mnist import to_model_input  # noqa: E402
 from servekit.weights import Weights, check_weights, initial_weights, shared_order  # noqa: E402
@@ -268,14 +268,9 @@ def _report(progress: Progress, totals: dict, batch_size: int, number: int, size
     progress.step(number, totals["loss"] / (number * batch_size), float(accuracy))
 
 
-class KerasJaxBackend(SequentialBackend):
-    """``keras-jax``: the ``keras-sequential`` network, ``compile`` + ``fit``, on Keras' JAX backend."""
+class KerasJaxBackend(FreedMemoryKept, SequentialBackend):
+    """``keras-jax``: the ``keras-sequential`` network, ``compile`` + ``fit``, on Keras' JAX backend. The step is
+    Keras' own (jitted, its state donated); most of its time is XLA's CPU backward of MaxPooling2D (reduce_window's
+    gradient, select_and_scatter) and of the convolutions."""
 
     name = "keras-jax"
-
-    def train(self, data: TrainingData, config: TrainConfig, progress: Progress) -> list[EpochRecord]:
-        """``compile`` + ``fit`` as every Keras model, with glibc's malloc keeping XLA's freed buffers meanwhile
-        (``freed_memory_kept``). The step itself is Keras' (jitted, its state donated); most of it is XLA's CPU
-        backward of MaxPooling2D (reduce_window's gradient, select_and_scatter) and of the convolutions."""
-        with freed_memory_kept():
-            return super().train(data, config, progress)

@@ -19,7 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, S
 from torchvision import datasets
 
 from servekit.backend import EpochRecord, Layer, Metrics, Progress, TrainConfig, TrainingData
-from servekit.keras_models import SequentialBackend
+from servekit.keras_models import FreedMemoryKept, SequentialBackend
 from servekit.memory import freed_memory_kept
 from servekit.mnist import TRAIN_SIZE, write_uncompressed
 from servekit.weights import (
@@ -240,7 +240,7 @@ def _batch_loader(dataset: TensorDataset, sampler, batch_size: int, generator: t
                       generator=generator)
 
 
-class KerasTorchBackend(SequentialBackend):
+class KerasTorchBackend(FreedMemoryKept, SequentialBackend):
     """``keras-torch``: the ``keras-sequential`` network, ``compile`` + ``fit``, on Keras' PyTorch backend."""
 
     name = "keras-torch"
