@@ -88,12 +88,9 @@ def set_threads(framework: str, settings) -> dict:
         return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
                 "version": torch.__version__}
     if framework == "jax":
-        from threads import limit_xla_threads  # the jax service's own: CPU affinity before JAX starts
+        from threads import before_jax_starts  # the jax service's own: CPU affinity (and malloc) before JAX starts
 
-        from servekit.memory import one_malloc_arena  # as app.py: XLA's threads share the main heap
-
-        threads = limit_xla_threads(settings.intra_op_threads)
-        one_malloc_arena()
+        threads = before_jax_starts(settings)
         import jax
 
         return {"intra_op": threads["intra_op"], "inter_op": None, "version": jax.__version__,
